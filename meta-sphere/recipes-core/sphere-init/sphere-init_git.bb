@@ -1,0 +1,28 @@
+SUMMARY = "OpenSphere init (PID 1)"
+DESCRIPTION = "sphere-init mounts the kernel filesystems and the data \
+partition, brings up the network, starts and supervises the OpenSphere daemons \
+and shuts the device down. It replaces a shell-based init: the production image \
+has no shell at all."
+HOMEPAGE = "https://github.com/opensphere/opensphere"
+BUGTRACKER = "https://github.com/opensphere/opensphere/issues"
+SECTION = "base"
+LICENSE = "Apache-2.0 | MIT"
+LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=9c906197621ff6c11095fe41415ecad6 \
+                    file://LICENSE-MIT;md5=39f1b8f9ca75cc35c10090b45af510b3"
+
+PV = "0.1.0+git"
+
+inherit sphere-cargo
+
+SPHERE_CRATE_DIR = "daemons/sphere-init"
+
+# The kernel starts /sbin/init unless told otherwise; sphere-init is that init.
+do_install:append() {
+	install -d ${D}${base_sbindir}
+	mv ${D}${bindir}/sphere-init ${D}${base_sbindir}/sphere-init
+	ln -sf sphere-init ${D}${base_sbindir}/init
+	rmdir --ignore-fail-on-non-empty ${D}${bindir}
+}
+
+# Other init systems own /sbin/init too; only one can be installed.
+RCONFLICTS:${PN} = "sysvinit systemd"
