@@ -459,3 +459,17 @@ impl<F: Fn(&JsonPath, String) -> HardwareDefinitionError> FileReader<'_, F> {
         Ok(LinuxDevice { path, line })
     }
 }
+
+/// Several [`ResolveError`]s, displayed one per line.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ResolveErrorList(pub Vec<ResolveError>);
+
+impl fmt::Display for ResolveErrorList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unresolved peripheral references")?;
+        for error in &self.0 {
+            write!(f, "\n  {error}")?;
+        }
+        Ok(())
+    }
+}

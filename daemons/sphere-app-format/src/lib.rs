@@ -23,7 +23,7 @@ pub mod keys;
 pub mod manifest;
 pub mod package;
 
-pub use hardware_definition::{HardwareDefinitionSet, ResolvedPeripheral};
+pub use hardware_definition::{HardwareDefinitionSet, ResolveErrorList, ResolvedPeripheral};
 pub use keys::{KeyId, SigningKeyPair, TrustStore};
 pub use manifest::{AppManifest, LoadedManifest, ManifestError};
 pub use package::{PackageError, PackageSummary};

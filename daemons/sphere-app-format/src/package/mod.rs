@@ -108,3 +108,36 @@ pub enum PackageError {
     #[error("the package was signed by {signed_by}, but the listing digest in the signature does not match")]
     ListingDigestMismatch { signed_by: KeyId },
 }
+
+impl PackageError {
+    /// A stable snake_case name for the kind of rejection, for tools reading `--json` output.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PackageError::Io(_) => "io",
+            PackageError::SourceIo { .. } => "source_io",
+            PackageError::NotAPackage(_) => "not_a_package",
+            PackageError::MalformedListing { .. } => "malformed_listing",
+            PackageError::MalformedSignature(_) => "malformed_signature",
+            PackageError::Untrusted(TrustError::UnknownKey(_)) => "unknown_key",
+            PackageError::Untrusted(TrustError::BadSignature(_)) => "bad_signature",
+            PackageError::PathNotAllowed { .. } => "path_not_allowed",
+            PackageError::SymlinkEscapes { .. } => "symlink_escapes",
+            PackageError::SpecialFile { .. } => "special_file",
+            PackageError::SetIdBits { .. } => "set_id_bits",
+            PackageError::DuplicateEntry { .. } => "duplicate_entry",
+            PackageError::ExtraEntry { .. } => "extra_entry",
+            PackageError::MissingEntry { .. } => "missing_entry",
+            PackageError::EntryMismatch { .. } => "entry_mismatch",
+            PackageError::DigestMismatch { .. } => "digest_mismatch",
+            PackageError::Oversized { .. } => "oversized",
+            PackageError::TooManyEntries { .. } => "too_many_entries",
+            PackageError::TotalTooLarge { .. } => "total_too_large",
+            PackageError::Truncated { .. } => "truncated",
+            PackageError::ManifestMissing => "manifest_missing",
+            PackageError::Manifest(_) => "manifest_invalid",
+            PackageError::EntryPointMissing { .. } => "entry_point_missing",
+            PackageError::SourceChanged { .. } => "source_changed",
+            PackageError::ListingDigestMismatch { .. } => "listing_digest_mismatch",
+        }
+    }
+}

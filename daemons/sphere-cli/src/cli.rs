@@ -1,0 +1,125 @@
+//! The command-line grammar. Help texts are the first documentation people read, so each
+//! command says what it is for and shows an example.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "sphere",
+    version,
+    about = "OpenSphere: build, sign and check apps for OpenSphere devices",
+    long_about = "OpenSphere: build, sign and check apps for OpenSphere devices.\n\n\
+        Apps use Azure Sphere's app_manifest.json unchanged. Packages are signed with Ed25519 keys; \
+        devices install only packages signed by a key they trust.",
+    after_help = "Exit codes: 0 success, 1 the input is invalid or untrusted, 2 the command could not run as asked.\n\n\
+        Quick start:\n  \
+        sphere keys new dev\n  \
+        sphere manifest check app/app_manifest.json --hardware-definition hw/board.json\n  \
+        sphere app package app -o hello.sphpkg --key dev.key\n  \
+        sphere app verify hello.sphpkg --trust dev.pub"
+)]
+pub struct Cli {
+    /// Print results as JSON on stdout (messages for people still go to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create and inspect signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Check app manifests.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Package, verify and inspect signed apps.
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Generate an Ed25519 signing key pair: NAME.key (private, mode 0600) and NAME.pub.
+    #[command(after_help = "Example:\n  sphere keys new release --dir ~/.config/opensphere/keys\n\n\
+        The files are PEM (PKCS#8 and SubjectPublicKeyInfo), readable by `openssl pkey`. \
+        Give NAME.pub to devices and verifiers; keep NAME.key secret.")]
+    New {
+        /// Base name of the key files.
+        name: String,
+        /// Directory to write the key files into.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Replace existing key files of the same name.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ManifestCommand {
+    /// Validate an app_manifest.json and, with a hardware definition, resolve its "$NAME" peripherals.
+    #[command(after_help = "Example:\n  sphere manifest check app/app_manifest.json \\\n      \
+        --hardware-definition hardware-definitions/sample_appliance.json \\\n      \
+        --hardware-definition-dir images/qemu-a7/hardware-definitions\n\n\
+        Every problem is listed with its JSON path (e.g. $.Capabilities.AllowedTcpServerPorts[1]). \
+        Unknown capabilities are warnings: the app loads but does not get them.")]
+    Check {
+        /// The manifest file.
+        file: PathBuf,
+        #[command(flatten)]
+        hardware: HardwareArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct HardwareArgs {
+    /// Board hardware definition used to resolve "$NAME" peripheral references.
+    #[arg(long, value_name = "FILE")]
+    pub hardware_definition: Option<PathBuf>,
+    /// Extra directory searched for imported hardware definitions (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub hardware_definition_dir: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Build a signed package from an app directory holding app_manifest.json and the app's files.
+    #[command(after_help = "Example:\n  sphere app package app/ -o hello.sphpkg --key release.key\n\n\
+        The directory is packaged as is: app_manifest.json at its root and the EntryPoint \
+        (e.g. bin/app, executable). Packages are reproducible: same files and key, same bytes. \
+        The output is written atomically.")]
+    Package {
+        /// The app directory.
+        dir: PathBuf,
+        /// Package file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Private signing key (PEM), from `sphere keys new`.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        #[command(flatten)]
+        hardware: HardwareArgs,
+    },
+    /// Verify a package's signature and every file in it against trusted public keys.
+    #[command(after_help = "Example:\n  sphere app verify hello.sphpkg --trust release.pub --trust backup.pub\n\n\
+        Exit 0 means: signed by one of the trusted keys, nothing added, removed or altered.")]
+    Verify {
+        file: PathBuf,
+        /// Trusted public key (PEM); repeat for several.
+        #[arg(long, value_name = "KEY", required = true)]
+        trust: Vec<PathBuf>,
+    },
+    /// Show a package's manifest, signer and contents.
+    #[command(after_help = "Example:\n  sphere app show hello.sphpkg --json\n\n\
+        Without --trust the structure and file digests are checked but the signer is only reported, not trusted.")]
+    Show {
+        file: PathBuf,
+        /// Trusted public key (PEM) to check the signature against; repeatable.
+        #[arg(long, value_name = "KEY")]
+        trust: Vec<PathBuf>,
+    },
+}
