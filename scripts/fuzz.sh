@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Run OpenSphere's fuzz targets (cargo-fuzz / libFuzzer) for a fixed time each.
+#
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   default: 60 seconds for each of manifest, package_verify, hardware_definition
+# Prints each target's executions and exits non-zero if any target finds a crash
+# (the reproducer is left under daemons/*/fuzz/artifacts/).
+#
+# cargo-fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain
+# accept them (no nightly toolchain can be downloaded here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+shift || true
+targets=("$@")
+((${#targets[@]})) || targets=(manifest package_verify hardware_definition)
+fuzz_dir=daemons/sphere-app-format/fuzz
+
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+export RUSTC_BOOTSTRAP=1
+
+seed_corpus() {
+  local corpus=$fuzz_dir/corpus
+  mkdir -p "$corpus/manifest" "$corpus/package_verify" "$corpus/hardware_definition"
+  cp examples/hello-sphere/app/app_manifest.json "$corpus/manifest/sample.json"
+  cp daemons/sphere-app-format/tests/data/*.json "$corpus/manifest/" 2>/dev/null || true
+  cp images/qemu-a7/hardware-definitions/*.json examples/hello-sphere/hardware-definitions/*.json "$corpus/hardware_definition/"
+  # Small signed packages, signed with the fuzz key the target trusts.
+  cargo build -q -p sphere-cli
+  local app
+  app=$(mktemp -d)
+  mkdir -p "$app/bin" "$app/lib"
+  cp examples/hello-sphere/app/app_manifest.json "$app/"
+  printf '\177ELF seed' >"$app/bin/app" && chmod 755 "$app/bin/app"
+  printf 'data' >"$app/lib/data.bin" && ln -s data.bin "$app/lib/link"
+  target/debug/sphere app package "$app" -o "$corpus/package_verify/seed.sphpkg" --key "$fuzz_dir/keys/fuzz-signing.key" >/dev/null
+  rm -rf "$app"
+}
+
+seed_corpus
+status=0
+for target in "${targets[@]}"; do
+  echo "fuzz: $target for ${seconds}s" >&2
+  log=$(mktemp)
+  if (cd "$fuzz_dir" && cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536) >"$log" 2>&1; then
+    verdict=ok
+  else
+    verdict=CRASH
+    status=1
+    tail -40 "$log" >&2
+  fi
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+  [[ -n $execs ]] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+  echo "fuzz: $target: $verdict, ${execs:-?} executions in ${seconds}s"
+  rm -f "$log"
+done
+exit "$status"
