@@ -6,7 +6,7 @@
 //! selects which trusted key to try; the signature check is what grants trust.
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -91,8 +91,10 @@ impl SigningKeyPair {
         self.key.verifying_key()
     }
 
+    /// PKCS#8 v1 (secret only): OpenSSL 3.0 cannot read the v2 form with the public key inside.
     pub fn private_pem(&self) -> Result<String, KeyError> {
-        let pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Encode(e.to_string()))?;
+        let bytes = KeypairBytes { secret_key: self.key.to_bytes(), public_key: None };
+        let pem = bytes.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Encode(e.to_string()))?;
         Ok(pem.to_string())
     }
 
