@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# OpenSphere's test command: everything CI runs, from a fresh Debian 12 machine (run as root so
+# missing host packages can be installed; scripts/install-host-deps.sh says which).
+#
+# Usage: scripts/test.sh [--skip-boot] [--only SUITE]... [--list]
+#   --skip-boot   do not run the QEMU boot test (it is then reported as skipped, never silently)
+#   --only SUITE  run only the named suites (repeatable); --list shows them
+#
+# Each suite prints its own output; the last line is a summary "suites: N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke kernel-config yocto-layer boot)
+declare -A DESCRIPTION=(
+  [rust-format]="cargo fmt --check over the workspace"
+  [rust-lint]="cargo clippy -D warnings over every target"
+  [rust-tests]="unit and integration tests of every crate"
+  [cross-build]="device crates cross-built for armv7 with rustc 1.85 (MSRV)"
+  [fuzz-smoke]="each fuzz target for 15 s (scripts/fuzz.sh for long runs)"
+  [kernel-config]="kernel fragments merge, and a bad fragment fails naming the symbol"
+  [yocto-layer]="oelint-adv over meta-sphere and crates.inc freshness"
+  [boot]="build the A7 image and boot it under QEMU (tests/boot-test.sh)"
+)
+
+skip_boot=0
+only=()
+while (($#)); do
+  case "$1" in
+    --skip-boot) skip_boot=1 ;;
+    --only) shift; only+=("${1:?--only needs a suite name}") ;;
+    --list) for s in "${SUITES[@]}"; do printf '%-14s %s\n' "$s" "${DESCRIPTION[$s]}"; done; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for s in "${only[@]}"; do
+  [[ -n "${DESCRIPTION[$s]+set}" ]] || { echo "test.sh: unknown suite '$s' (see --list)" >&2; exit 2; }
+done
+
+run_suite() {
+  case "$1" in
+    rust-format) cargo fmt --all --check ;;
+    rust-lint) cargo clippy --workspace --all-targets --locked -- -D warnings ;;
+    rust-tests) cargo test --workspace --locked ;;
+    cross-build) scripts/cross-build.sh ;;
+    fuzz-smoke) scripts/fuzz.sh 15 ;;
+    kernel-config) tests/kernel-config-test.sh ;;
+    yocto-layer) scripts/check-layer.sh ;;
+    boot) tests/boot-test.sh ;;
+  esac
+}
+
+prepare() {
+  scripts/install-host-deps.sh cross image || return 1
+  # rustfmt and clippy ship with the toolchain; add them if this rustup install lacks them.
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt || return 1
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy || return 1
+}
+
+selected=("${SUITES[@]}")
+((${#only[@]})) && selected=("${only[@]}")
+
+if ! prepare; then
+  echo "test.sh: preparing the host failed" >&2
+  echo "suites: 0 passed, ${#selected[@]} failed"
+  exit 1
+fi
+
+passed=0 failed=0 skipped=0
+failed_names=()
+for suite in "${selected[@]}"; do
+  if [[ $suite == boot && $skip_boot == 1 ]]; then
+    echo "== $suite: SKIPPED (--skip-boot given)"
+    skipped=$((skipped + 1))
+    continue
+  fi
+  echo "== $suite: ${DESCRIPTION[$suite]}"
+  start=$SECONDS
+  if run_suite "$suite"; then
+    echo "== $suite: ok ($((SECONDS - start)) s)"
+    passed=$((passed + 1))
+  else
+    echo "== $suite: FAILED ($((SECONDS - start)) s)"
+    failed=$((failed + 1))
+    failed_names+=("$suite")
+  fi
+done
+
+((failed)) && echo "test.sh: failed suites: ${failed_names[*]}"
+echo "suites: $passed passed, $failed failed, $skipped skipped"
+((failed == 0))
