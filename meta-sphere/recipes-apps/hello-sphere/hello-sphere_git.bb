@@ -1,7 +1,9 @@
+# nooelint: oelint.var.bbclassextend
+# (no BBCLASSEXTEND: an app package is only built for the device; there is nothing to run on the build host)
 SUMMARY = "OpenSphere sample app"
 DESCRIPTION = "hello-sphere, the sample high-level app, built and signed into \
-an OpenSphere app package with sphere-app.bbclass: the example to copy for a \
-product's own app recipes."
+               an OpenSphere app package with sphere_app.bbclass: the example to copy for a \
+               product's own app recipes."
 HOMEPAGE = "https://github.com/opensphere/opensphere"
 BUGTRACKER = "https://github.com/opensphere/opensphere/issues"
 SECTION = "apps"
@@ -11,6 +13,6 @@ LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=9c906197621ff6c11095fe41415ecad6 \
 
 PV = "0.1.0+git"
 
-inherit sphere-app
+inherit sphere_app
 
 SPHERE_CRATE_DIR = "examples/hello-sphere"

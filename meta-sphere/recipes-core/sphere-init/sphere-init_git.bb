@@ -1,8 +1,10 @@
+# nooelint: oelint.var.bbclassextend
+# (no BBCLASSEXTEND: PID 1 of the device: a native or SDK build has no use)
 SUMMARY = "OpenSphere init (PID 1)"
 DESCRIPTION = "sphere-init mounts the kernel filesystems and the data \
-partition, brings up the network, starts and supervises the OpenSphere daemons \
-and shuts the device down. It replaces a shell-based init: the production image \
-has no shell at all."
+               partition, brings up the network, starts and supervises the OpenSphere daemons \
+               and shuts the device down. It replaces a shell-based init: the production image \
+               has no shell at all."
 HOMEPAGE = "https://github.com/opensphere/opensphere"
 BUGTRACKER = "https://github.com/opensphere/opensphere/issues"
 SECTION = "base"
@@ -12,16 +14,16 @@ LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=9c906197621ff6c11095fe41415ecad6 \
 
 PV = "0.1.0+git"
 
-inherit sphere-cargo
+inherit sphere_cargo
 
 SPHERE_CRATE_DIR = "daemons/sphere-init"
 
 # The kernel starts /sbin/init unless told otherwise; sphere-init is that init.
 do_install:append() {
-	install -d ${D}${base_sbindir}
-	mv ${D}${bindir}/sphere-init ${D}${base_sbindir}/sphere-init
-	ln -sf sphere-init ${D}${base_sbindir}/init
-	rmdir --ignore-fail-on-non-empty ${D}${bindir}
+    install -d ${D}${base_sbindir}
+    mv ${D}${bindir}/sphere-init ${D}${base_sbindir}/sphere-init
+    ln -sf sphere-init ${D}${base_sbindir}/init
+    rmdir --ignore-fail-on-non-empty ${D}${bindir}
 }
 
 # Other init systems own /sbin/init too; only one can be installed.

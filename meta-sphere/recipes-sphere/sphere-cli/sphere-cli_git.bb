@@ -1,8 +1,8 @@
 SUMMARY = "OpenSphere command line tool"
 DESCRIPTION = "The sphere command: checks app manifests and hardware \
-definitions, builds and signs app packages, and manages devices. The native \
-variant is what sphere-app.bbclass uses to package apps at build time, so a \
-manifest is judged by the same code in a build as on a developer's machine."
+               definitions, builds and signs app packages, and manages devices. The native \
+               variant is what sphere-app.bbclass uses to package apps at build time, so a \
+               manifest is judged by the same code in a build as on a developer's machine."
 HOMEPAGE = "https://github.com/opensphere/opensphere"
 BUGTRACKER = "https://github.com/opensphere/opensphere/issues"
 SECTION = "devel"
@@ -12,7 +12,7 @@ LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=9c906197621ff6c11095fe41415ecad6 \
 
 PV = "0.1.0+git"
 
-inherit sphere-cargo
+inherit sphere_cargo
 
 SPHERE_CRATE_DIR = "daemons/sphere-cli"
 

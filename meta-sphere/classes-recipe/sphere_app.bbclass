@@ -1,12 +1,12 @@
 # Build an OpenSphere app from an app recipe into a signed app package (.sphpkg).
 #
-# The app's crate is built for the A7 with sphere-cargo.bbclass; then the
+# The app's crate is built for the A7 with sphere_cargo.bbclass; then the
 # native `sphere` CLI (sphere-cli-native, the same code developers run) checks
 # app_manifest.json and packs and signs the package. A manifest the CLI rejects
 # fails the build at do_sphere_manifest_check, before anything is compiled.
 #
 # An app recipe needs little more than:
-#     inherit sphere-app
+#     inherit sphere_app
 #     SPHERE_CRATE_DIR = "examples/hello-sphere"
 # The package is installed into ${SPHERE_APP_INSTALL_DIR} of the image; the bare
 # executable is not.
@@ -17,7 +17,7 @@
 # any layer) and SPHERE_APP_SIGNING_KEY_DEPENDS to "" or to the recipe that
 # stages it.
 
-inherit sphere-cargo
+inherit sphere_cargo
 
 SPHERE_APP_DIR ?= "${S}/${SPHERE_CRATE_DIR}"
 SPHERE_APP_MANIFEST ?= "${SPHERE_APP_DIR}/app_manifest.json"
@@ -33,28 +33,30 @@ DEPENDS += "sphere-cli-native ${SPHERE_APP_SIGNING_KEY_DEPENDS}"
 # A changed key must re-sign the package.
 do_sphere_app_package[file-checksums] += "${SPHERE_APP_SIGNING_KEY}:False"
 
+do_sphere_manifest_check[doc] = "Checks the app manifest with the native sphere CLI"
 do_sphere_manifest_check() {
-	sphere manifest check "${SPHERE_APP_MANIFEST}"
+    sphere manifest check "${SPHERE_APP_MANIFEST}"
 }
 addtask sphere_manifest_check after do_patch do_prepare_recipe_sysroot before do_compile
 
+do_sphere_app_package[doc] = "Packs and signs the app into ${SPHERE_APP_PACKAGE}"
 do_sphere_app_package() {
-	# The package carries the executable stripped: -dbg packages cannot
-	# reach into a signed archive, and app flash is small.
-	install -d ${B}/sphere-app
-	install -m 0755 "${SPHERE_APP_EXECUTABLE}" ${B}/sphere-app/${BPN}
-	${STRIP} ${B}/sphere-app/${BPN}
-	sphere app package \
-		--manifest "${SPHERE_APP_MANIFEST}" \
-		--executable ${B}/sphere-app/${BPN} \
-		--key "${SPHERE_APP_SIGNING_KEY}" \
-		--output "${SPHERE_APP_PACKAGE}"
+    # The package carries the executable stripped: -dbg packages cannot
+    # reach into a signed archive, and app flash is small.
+    install -d ${B}/sphere-app
+    install -m 0755 "${SPHERE_APP_EXECUTABLE}" ${B}/sphere-app/${BPN}
+    ${STRIP} ${B}/sphere-app/${BPN}
+    sphere app package \
+        --manifest "${SPHERE_APP_MANIFEST}" \
+        --executable ${B}/sphere-app/${BPN} \
+        --key "${SPHERE_APP_SIGNING_KEY}" \
+        --output "${SPHERE_APP_PACKAGE}"
 }
 addtask sphere_app_package after do_compile before do_install
 
 do_install() {
-	install -d ${D}${SPHERE_APP_INSTALL_DIR}
-	install -m 0644 "${SPHERE_APP_PACKAGE}" ${D}${SPHERE_APP_INSTALL_DIR}/${BPN}.sphpkg
+    install -d ${D}${SPHERE_APP_INSTALL_DIR}
+    install -m 0644 "${SPHERE_APP_PACKAGE}" ${D}${SPHERE_APP_INSTALL_DIR}/${BPN}.sphpkg
 }
 
-FILES:${PN} = "${SPHERE_APP_INSTALL_DIR}/${BPN}.sphpkg"
+FILES:${PN} += "${SPHERE_APP_INSTALL_DIR}/${BPN}.sphpkg"

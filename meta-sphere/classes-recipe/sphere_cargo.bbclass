@@ -16,8 +16,13 @@ inherit cargo cargo-update-recipe-crates
 # The crate's directory inside the workspace, e.g. "daemons/sphere-init".
 SPHERE_CRATE_DIR ?= "daemons/${BPN}"
 
-SPHERE_GIT_URI ?= "git://${SPHERE_TOPDIR};protocol=file;usehead=1"
+# usehead: build whatever commit the checkout has, on any branch.
+SPHERE_GIT_URI ?= "git://${SPHERE_TOPDIR};protocol=file;usehead=1;nobranch=1"
 SRC_URI = "${SPHERE_GIT_URI}"
+# AUTOREV here resolves HEAD of the local checkout that also holds this layer,
+# so the build is exactly as reproducible as the layer's own commit. Products
+# that fetch from a remote set a fixed SRCREV.
+# nooelint: oelint.vars.autorev
 SRCREV ?= "${AUTOREV}"
 
 CARGO_SRC_DIR = "${SPHERE_CRATE_DIR}"
@@ -30,14 +35,17 @@ CARGO_LOCK_SRC_DIR = "${S}"
 # that arrive already stripped.
 export CARGO_PROFILE_RELEASE_STRIP = "false"
 
+# Our own software: no match in the CVE database under another vendor's name.
+CVE_PRODUCT ?= "opensphere:${BPN}"
+
 # Every crate the workspace locks, generated from Cargo.lock. cargo resolves the
 # whole workspace even when it builds one member, so each recipe needs them all.
 # Regenerate with meta-sphere/scripts/gen-crates-inc.py (offline) or
-# `bitbake -c update_crates sphere-cli` (same output).
-SPHERE_CRATES_INC = "${SPHERE_LAYERDIR}/recipes-sphere/include/opensphere-crates.inc"
-require ${SPHERE_CRATES_INC}
+# `bitbake -c update_crates sphere-cli` (same output). The path is relative to
+# BBPATH, which layer.conf extends with this layer.
+require recipes-sphere/include/opensphere-crates.inc
 
 # update_crates writes ${THISDIR}/${BPN}-crates.inc; all recipes share one file.
 do_update_crates:append() {
-    mv "${THISDIR}/${BPN}-crates.inc" "${SPHERE_CRATES_INC}"
+    mv "${THISDIR}/${BPN}-crates.inc" "${SPHERE_LAYERDIR}/recipes-sphere/include/opensphere-crates.inc"
 }
