@@ -11,7 +11,7 @@ set -euo pipefail
 declare -A GROUP_PACKAGES=(
   [base]="build-essential pkg-config git ca-certificates curl python3 python3-venv"
   [cross]="rustc-web cargo-web rust-web-src libstd-rust-web-dev gcc-arm-linux-gnueabihf libc6-dev-armhf-cross lld-19"
-  [image]="linux-source-6.12 bc flex bison libssl-dev libelf-dev gcc-arm-linux-gnueabihf gcc-12-plugin-dev-arm-linux-gnueabihf cpio xz-utils kmod qemu-system-arm e2fsprogs squashfs-tools erofs-utils"
+  [image]="linux-source-6.12 bc flex bison libssl-dev libelf-dev gcc-arm-linux-gnueabihf gcc-12-plugin-dev-arm-linux-gnueabihf cpio xz-utils zstd kmod qemu-system-arm e2fsprogs squashfs-tools erofs-utils"
 )
 
 groups=(base "$@")

@@ -20,7 +20,7 @@ const NEWROOT: &str = "/newroot";
 fn fatal(log: &mut Log, message: &str) -> ! {
     log.warn(format!("FATAL: {message}; rebooting in 3 s"));
     log.milestone("initramfs-failed", &[]);
-    std::thread::sleep(Duration::from_secs(3));
+    crate::milestone::sleep(Duration::from_secs(3));
     let _ = reboot(RebootMode::RB_AUTOBOOT);
     crate::shutdown::halt_forever()
 }

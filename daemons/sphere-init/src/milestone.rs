@@ -33,6 +33,25 @@ fn sanitize(value: &str) -> String {
     if cleaned.is_empty() { "-".to_string() } else { cleaned }
 }
 
+/// Sleeps with poll(2)'s millisecond timeout instead of `std::thread::sleep`.
+///
+/// Why: std sleeps with glibc's clock_nanosleep, and Debian 12's glibc 2.36 on armhf issues the
+/// 32-bit-time syscall when the value fits. Our kernel is built without COMPAT_32BIT_TIME
+/// (y2038 hardening), so that syscall fails with ENOSYS and std's sleep panics. poll(2) takes a
+/// plain int timeout and exists on every kernel.
+pub fn sleep(duration: Duration) {
+    let deadline = std::time::Instant::now() + duration;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        // SAFETY: poll with no descriptors only waits.
+        unsafe { libc::poll(std::ptr::null_mut(), 0, ms) };
+    }
+}
+
 /// `sphere-init: milestone NAME k=v ... t=S.UUUUUU`
 pub fn format_milestone(name: &str, fields: &[(&str, &str)], t: Duration) -> String {
     let mut line = format!("{PREFIX} milestone {}", sanitize(name));
@@ -84,6 +103,13 @@ mod tests {
             format_fact("kernel-version", "#1 SMP\tPREEMPT\n"),
             "sphere-init: fact kernel-version=#1 SMP PREEMPT"
         );
+    }
+
+    #[test]
+    fn sleep_waits_at_least_the_duration() {
+        let start = std::time::Instant::now();
+        sleep(Duration::from_millis(30));
+        assert!(start.elapsed() >= Duration::from_millis(30));
     }
 
     #[test]

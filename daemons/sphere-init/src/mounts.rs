@@ -9,11 +9,25 @@ use nix::mount::{MsFlags, mount};
 use crate::config::DataConfig;
 use crate::log::Log;
 
+/// True when `path` is the root of a mount other than its parent's (st_dev differs), e.g. /dev
+/// after the initramfs moved its devtmpfs over. Mounting again would stack a second mount.
+pub fn is_mountpoint(path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = Path::new(path).parent().unwrap_or(Path::new("/"));
+    match (std::fs::metadata(path), std::fs::metadata(parent)) {
+        (Ok(own), Ok(up)) => own.dev() != up.dev(),
+        _ => false,
+    }
+}
+
 /// Mounts `fstype` on `target` (creating the directory when the parent is writable). A target
-/// that is already a mount point (EBUSY: e.g. /dev moved over from the initramfs) counts as
-/// success. Returns whether the filesystem is there.
+/// that is already a mount point (e.g. /dev moved over from the initramfs) counts as success.
+/// Returns whether the filesystem is there.
 pub fn mount_fs(log: &mut Log, source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> bool {
     let _ = std::fs::create_dir_all(target);
+    if target != "/" && is_mountpoint(target) {
+        return true;
+    }
     match mount(Some(source), target, Some(fstype), flags, data) {
         Ok(()) => true,
         Err(Errno::EBUSY) => true,
@@ -92,7 +106,7 @@ pub fn resolve_device(spec: &str, timeout: Duration) -> Option<PathBuf> {
         if start.elapsed() >= timeout {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        crate::milestone::sleep(Duration::from_millis(20));
     }
 }
 
@@ -119,4 +133,26 @@ pub fn mount_data(log: &mut Log, data: &DataConfig) -> bool {
     }
     log.info(format!("data partition {device_str} ({}) mounted on {}", data.fstype, data.mountpoint));
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountpoints_are_detected() {
+        assert!(is_mountpoint("/proc"));
+        let dir = std::env::temp_dir().join(format!("sphere-init-mp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        assert!(!is_mountpoint(&dir.to_string_lossy()));
+        assert!(!is_mountpoint("/nonexistent/sphere-init"));
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn plain_device_paths_resolve_only_when_present() {
+        assert_eq!(resolve_device_once("/dev/null"), Some(PathBuf::from("/dev/null")));
+        assert_eq!(resolve_device_once("/dev/sphere-none"), None);
+        assert_eq!(resolve_device_once("serial:sphere-none"), None);
+    }
 }

@@ -134,7 +134,7 @@ pub fn configure(log: &mut Log, interfaces: &[Interface]) -> usize {
         };
         let deadline = Instant::now() + Duration::from_secs(2);
         while !interface_exists(&iface.name) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+            crate::milestone::sleep(Duration::from_millis(20));
         }
         let result =
             set_address(&sock, &iface.name, addr, prefix).and_then(|()| set_up(&sock, &iface.name)).and_then(|()| {

@@ -20,7 +20,7 @@ fn reap_all(timeout: Duration) {
                 if Instant::now() >= deadline {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                crate::milestone::sleep(Duration::from_millis(10));
             }
             Ok(_) => {}
             Err(_) => return, // ECHILD: nobody left
@@ -70,6 +70,7 @@ pub fn finish(log: &mut Log, action: Action, data_mountpoint: Option<&str>) -> !
 /// PID 1 must never exit (the kernel would panic); park instead.
 pub fn halt_forever() -> ! {
     loop {
-        std::thread::sleep(Duration::from_secs(3600));
+        // SAFETY: pause(2) only waits for a signal.
+        unsafe { libc::pause() };
     }
 }
