@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Boot the OpenSphere QEMU Cortex-A7 image built by scripts/build-image.sh.
+#
+# Usage: scripts/run-qemu.sh [options] [-- extra QEMU arguments]
+#   --image-dir DIR    image to boot (default: ${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}/image)
+#   --build            run scripts/build-image.sh first (and boot what it printed)
+#   -m MIB             guest RAM (default 256)
+#   --timeout SEC      stop the guest after SEC seconds (default 120; 0 = never): a clean
+#                      poweroff over the control port first, QEMU is killed 15 s later
+#   --command CMD      poweroff | reboot: sent over the control port once init reports
+#                      boot-complete (reboot ends QEMU too: it runs with -no-reboot)
+#   --selftest         boot with sphere.selftest=1 (init prints facts, the diag services run)
+#   --append ARGS      more kernel command-line words (e.g. sphere.after_boot=poweroff)
+#   --log FILE         console log (default: IMAGE_DIR/logs/console-TIMESTAMP.log); the
+#                      milestones go to FILE.milestones.json
+#   --hostfwd SPEC     add hostfwd=SPEC to the user network (repeatable), e.g. tcp:127.0.0.1:2222-:22
+#   --guestfwd SPEC    add guestfwd=SPEC (repeatable), e.g. tcp:10.0.2.100:8883-tcp:127.0.0.1:8883
+#   --data FILE        data disk to attach (default IMAGE_DIR/data.ext4)
+#   --quiet            do not echo the console (it is still logged)
+#   -h, --help
+#
+# The machine: qemu-system-arm -M virt,highmem=off -cpu cortex-a7, TCG; console on the PL011
+# (ttyAMA0) piped through scripts/qemu-console.py, which timestamps each line on the host and
+# prints the boot milestones (QEMU start, kernel start, init start, each daemon ready, ...).
+# Disks are virtio-blk with serial numbers sphere-init looks for: the root image read-only
+# (serial sphere-root) and the data disk (serial sphere-data). Network: user mode with
+# restrict=on (the guest reaches nothing but the forwards given here); the guest is 10.0.2.15/24.
+# Control: a virtio-serial port named sphere.ctl whose host end is a Unix socket; sending a line
+# `poweroff` or `reboot` to it makes init shut down cleanly, e.g.
+#     printf 'poweroff\n' | socat - UNIX-CONNECT:SOCKET     (SOCKET is printed at start)
+# Exit status: QEMU's (0 after a clean poweroff), 124 on timeout, 130 on Ctrl-C.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+script_path="$repo_root/scripts/$(basename "${BASH_SOURCE[0]}")"
+die() { echo "run-qemu: ERROR: $*" >&2; exit 2; }
+
+image_dir=${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}/image
+build=0
+memory=256
+timeout=120
+command=
+selftest=0
+append=()
+log_file=
+data_disk=
+quiet=0
+netdev="user,id=n0,restrict=on"
+extra=()
+while (($#)); do
+  case "$1" in
+    --image-dir) image_dir=${2:?}; shift ;;
+    --build) build=1 ;;
+    -m) memory=${2:?-m needs MiB}; shift ;;
+    --timeout) timeout=${2:?}; shift ;;
+    --command) command=${2:?}; shift ;;
+    --selftest) selftest=1 ;;
+    --append) append+=("${2:?}"); shift ;;
+    --log) log_file=${2:?}; shift ;;
+    --hostfwd) netdev+=",hostfwd=${2:?}"; shift ;;
+    --guestfwd) netdev+=",guestfwd=${2:?}"; shift ;;
+    --data) data_disk=${2:?}; shift ;;
+    --quiet) quiet=1 ;;
+    -h|--help) sed -n '2,/^set -euo pipefail/{/^set -euo/d;s/^# \{0,1\}//;p}' "$script_path"; exit 0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+  shift
+done
+[[ $memory =~ ^[1-9][0-9]*$ ]] || die "-m wants MiB, got '$memory'"
+[[ $timeout =~ ^[0-9]+$ ]] || die "--timeout wants seconds, got '$timeout'"
+[[ -z $command || $command == poweroff || $command == reboot ]] || die "--command is poweroff or reboot"
+
+if ((build)); then
+  image_dir=$("$repo_root/scripts/build-image.sh" | tail -n1)
+fi
+for file in zImage initramfs.cpio.zst cmdline.txt; do
+  [[ -f $image_dir/$file ]] || die "$image_dir/$file missing: run scripts/build-image.sh (or pass --build)"
+done
+rootfs=$(ls "$image_dir"/rootfs.erofs "$image_dir"/rootfs.squashfs 2>/dev/null | head -n1 || true)
+[[ -n $rootfs ]] || die "no rootfs.erofs or rootfs.squashfs in $image_dir"
+data_disk=${data_disk:-$image_dir/data.ext4}
+[[ -f $data_disk ]] || die "data disk $data_disk missing"
+command -v qemu-system-arm >/dev/null || die "qemu-system-arm missing (scripts/install-host-deps.sh image)"
+
+cmdline=$(cat "$image_dir/cmdline.txt")
+((selftest)) && cmdline+=" sphere.selftest=1"
+((${#append[@]})) && cmdline+=" ${append[*]}"
+
+if [[ -z $log_file ]]; then
+  mkdir -p "$image_dir/logs"
+  log_file="$image_dir/logs/console-$(date +%Y%m%d-%H%M%S)-$$.log"
+fi
+mkdir -p "$(dirname "$log_file")"
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/opensphere-qemu.XXXXXX")
+trap 'rm -rf "$run_dir"' EXIT
+ctl_socket="$run_dir/ctl.sock"
+
+qemu=(
+  qemu-system-arm -M virt,highmem=off -cpu cortex-a7 -m "$memory"
+  -display none -monitor none -serial stdio -no-reboot
+  -kernel "$image_dir/zImage" -initrd "$image_dir/initramfs.cpio.zst" -append "$cmdline"
+  -drive "if=none,id=root,file=$rootfs,format=raw,readonly=on"
+  -device virtio-blk-device,drive=root,serial=sphere-root
+  -drive "if=none,id=data,file=$data_disk,format=raw"
+  -device virtio-blk-device,drive=data,serial=sphere-data
+  -netdev "$netdev" -device virtio-net-device,netdev=n0
+  -device virtio-rng-device
+  -chardev "socket,id=ctl,path=$ctl_socket,server=on,wait=off"
+  -device virtio-serial-device -device virtserialport,chardev=ctl,name=sphere.ctl
+  "${extra[@]}"
+)
+
+echo "run-qemu: image $image_dir (-m $memory, timeout ${timeout}s)" >&2
+echo "run-qemu: kernel command line: $cmdline" >&2
+echo "run-qemu: console log $log_file; control socket $ctl_socket" >&2
+helper=(python3 "$repo_root/scripts/qemu-console.py" --log "$log_file" --milestones "$log_file.milestones.json"
+  --timeout "$timeout" --ctl-socket "$ctl_socket")
+[[ -n $command ]] && helper+=(--command "$command")
+((quiet)) && helper+=(--quiet)
+status=0
+"${helper[@]}" -- "${qemu[@]}" || status=$?
+echo "run-qemu: exit status $status (log: $log_file)" >&2
+exit "$status"
