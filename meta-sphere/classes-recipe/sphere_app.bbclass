@@ -8,8 +8,15 @@
 # An app recipe needs little more than:
 #     inherit sphere_app
 #     SPHERE_CRATE_DIR = "examples/hello-sphere"
-# The package is installed into ${SPHERE_APP_INSTALL_DIR} of the image; the bare
-# executable is not.
+# The crate keeps its package directory in ${SPHERE_CRATE_DIR}/app (the
+# manifest at its root, other files the app ships); the class adds the
+# executable at the manifest's EntryPoint. The package is installed into
+# ${SPHERE_APP_INSTALL_DIR} of the image; the bare executable is not.
+#
+# Peripheral names ("$SAMPLE_LED") are resolved against the app's hardware
+# definition (SPHERE_APP_HARDWARE_DEFINITION, relative to the workspace root),
+# whose imports are found in the board's directories, which the machine
+# configuration names in SPHERE_HARDWARE_DEFINITION_DIRS.
 #
 # Signing: by default with the well-known development key (sphere-dev-keys),
 # which only development images trust. Production builds set
@@ -19,11 +26,28 @@
 
 inherit sphere_cargo
 
-SPHERE_APP_DIR ?= "${S}/${SPHERE_CRATE_DIR}"
+SPHERE_APP_DIR ?= "${S}/${SPHERE_CRATE_DIR}/app"
 SPHERE_APP_MANIFEST ?= "${SPHERE_APP_DIR}/app_manifest.json"
+# Must match the manifest's EntryPoint ("/bin/app" in Azure Sphere's samples).
+SPHERE_APP_ENTRYPOINT ?= "bin/app"
 SPHERE_APP_EXECUTABLE ?= "${B}/target/${CARGO_TARGET_SUBDIR}/${BPN}"
 SPHERE_APP_PACKAGE ?= "${B}/${BPN}.sphpkg"
 SPHERE_APP_INSTALL_DIR ?= "${datadir}/sphere/apps"
+
+SPHERE_APP_HARDWARE_DEFINITION ?= ""
+SPHERE_HARDWARE_DEFINITION_DIRS ?= ""
+SPHERE_APP_HARDWARE_ARGS = "${@sphere_app_hardware_args(d)}"
+
+def sphere_app_hardware_args(d):
+    import os
+    s = d.getVar('S')
+    args = []
+    hwdef = d.getVar('SPHERE_APP_HARDWARE_DEFINITION')
+    if hwdef:
+        args += ['--hardware-definition', os.path.join(s, hwdef)]
+    for hwdir in (d.getVar('SPHERE_HARDWARE_DEFINITION_DIRS') or '').split():
+        args += ['--hardware-definition-dir', os.path.join(s, hwdir)]
+    return ' '.join(args)
 
 SPHERE_APP_SIGNING_KEY ?= "${STAGING_DATADIR_NATIVE}/sphere-dev-keys/dev-app-signing.key"
 SPHERE_APP_SIGNING_KEY_DEPENDS ?= "sphere-dev-keys-native"
@@ -35,22 +59,22 @@ do_sphere_app_package[file-checksums] += "${SPHERE_APP_SIGNING_KEY}:False"
 
 do_sphere_manifest_check[doc] = "Checks the app manifest with the native sphere CLI"
 do_sphere_manifest_check() {
-    sphere manifest check "${SPHERE_APP_MANIFEST}"
+    sphere manifest check "${SPHERE_APP_MANIFEST}" ${SPHERE_APP_HARDWARE_ARGS}
 }
 addtask sphere_manifest_check after do_patch do_prepare_recipe_sysroot before do_compile
 
 do_sphere_app_package[doc] = "Packs and signs the app into ${SPHERE_APP_PACKAGE}"
+do_sphere_app_package[cleandirs] = "${B}/sphere-app"
 do_sphere_app_package() {
+    cp -R --no-preserve=ownership "${SPHERE_APP_DIR}/." ${B}/sphere-app/
     # The package carries the executable stripped: -dbg packages cannot
     # reach into a signed archive, and app flash is small.
-    install -d ${B}/sphere-app
-    install -m 0755 "${SPHERE_APP_EXECUTABLE}" ${B}/sphere-app/${BPN}
-    ${STRIP} ${B}/sphere-app/${BPN}
-    sphere app package \
-        --manifest "${SPHERE_APP_MANIFEST}" \
-        --executable ${B}/sphere-app/${BPN} \
+    install -D -m 0755 "${SPHERE_APP_EXECUTABLE}" "${B}/sphere-app/${SPHERE_APP_ENTRYPOINT}"
+    ${STRIP} "${B}/sphere-app/${SPHERE_APP_ENTRYPOINT}"
+    sphere app package ${B}/sphere-app \
+        --output "${SPHERE_APP_PACKAGE}" \
         --key "${SPHERE_APP_SIGNING_KEY}" \
-        --output "${SPHERE_APP_PACKAGE}"
+        ${SPHERE_APP_HARDWARE_ARGS}
 }
 addtask sphere_app_package after do_compile before do_install
 

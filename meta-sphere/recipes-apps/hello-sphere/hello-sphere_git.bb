@@ -16,3 +16,5 @@ PV = "0.1.0+git"
 inherit sphere_app
 
 SPHERE_CRATE_DIR = "examples/hello-sphere"
+# Its names for the board's peripherals ("$SAMPLE_LED" and so on).
+SPHERE_APP_HARDWARE_DEFINITION = "examples/hello-sphere/hardware-definitions/sample_appliance.json"
