@@ -18,7 +18,8 @@ virtio-serial port `sphere.ctl` and can send `poweroff` / `reboot`: when --comma
 soon as the guest prints the boot-complete milestone; and on timeout or Ctrl-C (a clean
 poweroff first, then QEMU is killed if it does not exit within --grace seconds).
 
-Exit status: QEMU's own, or 124 after a timeout, 130 after Ctrl-C.
+Exit status: QEMU's own, or 124 after a timeout, 130 after Ctrl-C, 3 when the kernel panicked
+(panic=-1 plus -no-reboot would otherwise end QEMU with status 0).
 """
 
 import argparse
@@ -139,6 +140,9 @@ def main():
         if not args.quiet:
             out.write(line + "\n")
             out.flush()
+        if "kernel-panic" not in seen and "Kernel panic" in line:
+            seen.add("kernel-panic")
+            note("kernel-panic")
         if "kernel-start" not in seen and "Booting Linux" in line:
             seen.add("kernel-start")
             note("kernel-start")
@@ -201,6 +205,10 @@ def main():
         return 124
     if stop_reason == "interrupt":
         return 130
+    if status == 0 and "kernel-panic" in seen:
+        # panic=-1 reboots and -no-reboot turns that into a normal QEMU exit: not a success.
+        print("run-qemu: the kernel panicked", file=sys.stderr)
+        return 3
     return status
 
 

@@ -28,7 +28,7 @@
 # Control: a virtio-serial port named sphere.ctl whose host end is a Unix socket; sending a line
 # `poweroff` or `reboot` to it makes init shut down cleanly, e.g.
 #     printf 'poweroff\n' | socat - UNIX-CONNECT:SOCKET     (SOCKET is printed at start)
-# Exit status: QEMU's (0 after a clean poweroff), 124 on timeout, 130 on Ctrl-C.
+# Exit status: QEMU's (0 after a clean poweroff), 124 on timeout, 130 on Ctrl-C, 3 on a kernel panic.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
