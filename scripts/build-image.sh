@@ -148,12 +148,13 @@ if ((debug)); then
   busybox_deb=$(ls "$cache"/debug/busybox-static_*_armhf.deb 2>/dev/null | tail -n1 || true)
   if [[ -z $busybox_deb ]]; then
     log "--debug: fetching Debian's busybox-static:armhf"
-    if ! dpkg --print-foreign-architectures | grep -qx armhf; then
-      dpkg --add-architecture armhf
-      apt-get update -qq
-    fi
     mkdir -p "$cache/debug"
-    (cd "$cache/debug" && apt-get download -q busybox-static:armhf >&2)
+    if ! (cd "$cache/debug" && apt-get download -q busybox-static:armhf >&2 2>/dev/null); then
+      # The host's apt needs armhf package lists once (a partial mirror error is not fatal here).
+      dpkg --print-foreign-architectures | grep -qx armhf || dpkg --add-architecture armhf
+      apt-get update -qq >&2 || log "warning: apt-get update reported errors; trying the download anyway"
+      (cd "$cache/debug" && apt-get download -q busybox-static:armhf >&2)
+    fi
     busybox_deb=$(ls "$cache"/debug/busybox-static_*_armhf.deb | tail -n1)
   fi
   dpkg-deb -x "$busybox_deb" "$work/busybox"
