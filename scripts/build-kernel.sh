@@ -204,26 +204,30 @@ requested = {}
 for fragment in fragments:
     for number, sym, want in parse(fragment):
         where = f'{os.path.basename(fragment)}:{number}'
-        if sym in requested and normal(requested[sym][1]) != normal(want):
-            lost.append((where, sym, want, final.get(sym, 'n'),
-                         f'conflicts with {requested[sym][0]} which asks for {requested[sym][1]}'))
-        requested[sym] = (where, want)
         have = final.get(sym)
+        why = []
+        if sym in requested and normal(requested[sym][1]) != normal(want):
+            why.append(f'conflicts with {requested[sym][0]}, which asks for {sym}={requested[sym][1]}')
+        requested[sym] = (where, want)
         if sym not in definitions:
-            lost.append((where, sym, want, have or '(absent)',
-                         'unknown symbol: no Kconfig file of this kernel defines it (typo, or removed/renamed upstream)'))
+            why.append('unknown symbol: no Kconfig file of this kernel defines it (typo, or removed/renamed upstream)')
         elif normal(have if have is not None else 'n') != normal(want):
-            defs = definitions[sym]
-            deps = '; '.join(f"{p}:{l}" + (f" depends on {' && '.join(d)}" if d else '') for p, l, d in defs)
-            reason = ('dropped by olddefconfig: a dependency is not met or another option overrides it'
-                      if normal(want) != 'n' else 'forced on by another option (select/default without a prompt)')
-            lost.append((where, sym, want, have if have is not None else 'n (absent from .config)',
-                         f'{reason}; defined at {deps}'))
+            deps = '; '.join(f"{p}:{l}" + (f" depends on {' && '.join(d)}" if d else '')
+                             for p, l, d in definitions[sym])
+            why.append(('dropped by olddefconfig: a dependency is not met or another option overrides it'
+                        if normal(want) != 'n' else
+                        'forced on by another option (select, or a default with no prompt)')
+                       + f'; defined at {deps}')
+        if why:
+            shown = have if have is not None else ('(absent)' if sym not in definitions else 'n (absent from .config)')
+            lost.append((where, sym, want, shown, why))
 
 if lost:
     print(f'build-kernel: {len(lost)} requested symbol(s) did not survive into .config:', file=sys.stderr)
     for where, sym, want, have, why in lost:
-        print(f'  LOST {sym}: {where} requests {sym}={want}, .config has {have}\n       {why}', file=sys.stderr)
+        print(f'  LOST {sym}: {where} requests {sym}={want}, .config has {have}', file=sys.stderr)
+        for reason in why:
+            print(f'       {reason}', file=sys.stderr)
     sys.exit(1)
 print(f'build-kernel: all {len(requested)} requested symbols are in .config as requested', file=sys.stderr)
 PY
@@ -253,7 +257,10 @@ run_logged "make olddefconfig (object dir)" "$work/olddefconfig2.log" kmake "$ob
 cmp -s "$cfg_obj/.config" "$obj/.config" || die "olddefconfig changed the checked .config in $obj"
 log "compiling zImage with make -j$jobs (log: $work/build.log; a progress line every ${PROGRESS_INTERVAL:-60}s)"
 build_start=$SECONDS
-run_logged "make zImage" "$work/build.log" kmake "$obj" -j"$jobs" zImage
+if ! run_logged "make zImage" "$work/build.log" kmake "$obj" -j"$jobs" zImage; then
+  cp "$work/build.log" "$cache_root/failed-build.log"
+  die "kernel build failed; full log: $cache_root/failed-build.log"
+fi
 build_seconds=$((SECONDS - build_start))
 kernelrelease=$(kmake "$obj" -s kernelrelease 2>/dev/null)
 
