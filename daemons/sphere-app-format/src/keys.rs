@@ -140,6 +140,15 @@ impl TrustStore {
         Ok(self.add(key))
     }
 
+    /// Trust every key `other` trusts as well.
+    pub fn extend(&mut self, other: &TrustStore) {
+        self.keys.extend(other.keys.iter().map(|(id, key)| (id.clone(), *key)));
+    }
+
+    pub fn contains(&self, id: &KeyId) -> bool {
+        self.keys.contains_key(id)
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
         self.keys.keys()
     }
