@@ -8,9 +8,12 @@
 #   image  kernel source, kernel build tools, QEMU and filesystem tools for the A7 test image
 set -euo pipefail
 
+RUST_MSRV_DEB=1.85.0+dfsg3-1~deb12u3
 declare -A GROUP_PACKAGES=(
-  [base]="build-essential pkg-config git ca-certificates curl python3 python3-venv"
-  [cross]="rustc-web cargo-web rust-web-src libstd-rust-web-dev gcc-arm-linux-gnueabihf libc6-dev-armhf-cross lld-19"
+  [base]="build-essential pkg-config git ca-certificates curl openssl python3 python3-venv"
+  # rustc-web is pinned to 1.85, our MSRV: bookworm-security also carries a newer one, which would
+  # make the cross build prove nothing about 1.85.
+  [cross]="rustc-web=$RUST_MSRV_DEB cargo-web=$RUST_MSRV_DEB rust-web-src=$RUST_MSRV_DEB libstd-rust-web-dev=$RUST_MSRV_DEB gcc-arm-linux-gnueabihf libc6-dev-armhf-cross lld-19"
   [image]="linux-source-6.12 bc flex bison libssl-dev libelf-dev gcc-arm-linux-gnueabihf gcc-12-plugin-dev-arm-linux-gnueabihf cpio xz-utils zstd kmod qemu-system-arm e2fsprogs squashfs-tools erofs-utils"
 )
 
@@ -22,9 +25,19 @@ for group in "${groups[@]}"; do
   wanted+=("${packages[@]}")
 done
 
+# An entry is NAME or NAME=VERSION (then exactly that version must be installed).
+is_installed() {
+  local name=${1%%=*} version=
+  [[ $1 == *=* ]] && version=${1#*=}
+  local status
+  status=$(dpkg-query -W -f='${Status}|${Version}' "$name" 2>/dev/null) || return 1
+  [[ $status == "install ok installed|"* ]] || return 1
+  [[ -z $version || ${status#*|} == "$version" ]]
+}
+
 missing=()
 for package in "${wanted[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+  is_installed "$package" || missing+=("$package")
 done
 
 if ((${#missing[@]} == 0)); then
@@ -39,6 +52,6 @@ fi
 
 echo "install-host-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt-get update -qq || echo "install-host-deps: warning: apt-get update reported errors; trying with the package lists it did get" >&2
+apt-get install -y -qq --no-install-recommends --allow-downgrades "${missing[@]}" >/dev/null
 echo "install-host-deps: done"
