@@ -20,8 +20,9 @@
 #
 # Cache: ${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}/kernel/ holds the unpacked source, one
 # object directory (incremental rebuilds) and finished builds keyed by a hash of (fragment names and
-# contents, kernel source package version, cross-compiler version, this script). An unchanged
-# configuration is not rebuilt: the cached directory is printed in well under a second.
+# their CONFIG_ lines -- comments do not count --, kernel source package version, cross-compiler
+# version, this script). An unchanged configuration is not rebuilt: the cached directory is
+# printed in well under a second.
 # Environment: OPENSPHERE_CACHE, JOBS, PROGRESS_INTERVAL (seconds between progress lines, 60).
 set -euo pipefail
 
@@ -73,8 +74,9 @@ key=$(
     sha256sum <"$script_path"
     echo "source $KERNEL_SOURCE_PACKAGE $source_version"
     echo "compiler $compiler_version"
+    # Only the assignments count (in order): editing a comment must not trigger a rebuild.
     for fragment in "${fragments[@]}"; do
-      echo "fragment $(basename "$fragment") $(sha256sum <"$fragment")"
+      echo "fragment $(basename "$fragment") $(grep -E '^(CONFIG_|# CONFIG_[A-Za-z0-9_]+ is not set)' "$fragment" | sha256sum)"
     done
   } | sha256sum | cut -c1-16
 )
