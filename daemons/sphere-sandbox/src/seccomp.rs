@@ -1,0 +1,621 @@
+//! The seccomp policy: an allow-list, with the kernel attack surface apps never need killed.
+//!
+//! Three filters are stacked (the kernel runs all of them and the strictest answer wins:
+//! KILL_PROCESS > ERRNO > ALLOW; between two ERRNO answers the filter installed last wins):
+//!
+//! 1. **kill**: syscalls that only exist to administer the machine or that are the usual
+//!    kernel-exploit entry points (ptrace, mount, bpf, io_uring, keyctl, module loading, kexec,
+//!    perf_event_open, userfaultfd, …) kill the whole process with SIGSYS. A killed process is
+//!    visible to the launcher (exit cause `seccomp_kill`), so attempts become telemetry.
+//! 2. **arguments**: allowed syscalls whose arguments matter — `clone` without namespace flags,
+//!    `socket` only for unix/inet/inet6 stream and datagram sockets (no raw, no packet), `ioctl`
+//!    without TIOCSTI/TIOCLINUX, `personality` only as a query — answer EPERM otherwise.
+//! 3. **allow-list**: everything not listed answers ENOSYS (installed last, so it decides between
+//!    the two ERRNO answers): libraries probe new syscalls and fall back on ENOSYS (glibc's
+//!    `clone3`, the armv7 `*_time64` calls), and an unknown syscall is never allowed.
+//!
+//! seccompiler (rust-vmm) builds the BPF. It knows x86_64, aarch64 and riscv64 but not 32-bit
+//! arm; its programs are arch-independent apart from the audit-arch check in the first
+//! instructions, so for armv7 we build with a placeholder arch and patch that one constant
+//! ([`patch_audit_arch`]), with a test that the patch hits exactly one instruction.
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use std::collections::BTreeMap;
+
+/// A syscall by name and number on the architecture this crate is built for.
+pub type Syscall = (&'static str, i64);
+
+macro_rules! syscalls {
+    ($($name:ident),* $(,)?) => { &[$((stringify!($name), libc::$name as i64)),*] };
+}
+
+/// Syscalls of the allow-list present on every supported architecture.
+const ALLOW_COMMON: &[Syscall] = syscalls![
+    SYS_read,
+    SYS_write,
+    SYS_readv,
+    SYS_writev,
+    SYS_pread64,
+    SYS_pwrite64,
+    SYS_preadv,
+    SYS_pwritev,
+    SYS_openat,
+    SYS_close,
+    SYS_close_range,
+    SYS_lseek,
+    SYS_statx,
+    SYS_fstatfs,
+    SYS_statfs,
+    SYS_faccessat,
+    SYS_faccessat2,
+    SYS_readlinkat,
+    SYS_getdents64,
+    SYS_getcwd,
+    SYS_chdir,
+    SYS_fchdir,
+    SYS_mkdirat,
+    SYS_unlinkat,
+    SYS_renameat,
+    SYS_renameat2,
+    SYS_linkat,
+    SYS_symlinkat,
+    SYS_fchmod,
+    SYS_fchmodat,
+    SYS_fchownat,
+    SYS_umask,
+    SYS_utimensat,
+    SYS_fsync,
+    SYS_fdatasync,
+    SYS_ftruncate,
+    SYS_truncate,
+    SYS_fallocate,
+    SYS_flock,
+    SYS_fcntl,
+    SYS_dup,
+    SYS_dup3,
+    SYS_pipe2,
+    SYS_copy_file_range,
+    SYS_splice,
+    SYS_tee,
+    SYS_readahead,
+    SYS_sync,
+    SYS_syncfs,
+    SYS_getxattr,
+    SYS_fgetxattr,
+    SYS_lgetxattr,
+    SYS_listxattr,
+    SYS_flistxattr,
+    SYS_mprotect,
+    SYS_munmap,
+    SYS_brk,
+    SYS_mremap,
+    SYS_madvise,
+    SYS_msync,
+    SYS_mincore,
+    SYS_mlock,
+    SYS_munlock,
+    SYS_memfd_create,
+    SYS_membarrier,
+    SYS_rt_sigaction,
+    SYS_rt_sigprocmask,
+    SYS_rt_sigreturn,
+    SYS_rt_sigpending,
+    SYS_rt_sigsuspend,
+    SYS_rt_sigtimedwait,
+    SYS_rt_sigqueueinfo,
+    SYS_sigaltstack,
+    SYS_kill,
+    SYS_tkill,
+    SYS_tgkill,
+    SYS_pidfd_open,
+    SYS_pidfd_send_signal,
+    SYS_clone3,
+    SYS_execve,
+    SYS_execveat,
+    SYS_exit,
+    SYS_exit_group,
+    SYS_wait4,
+    SYS_waitid,
+    SYS_set_tid_address,
+    SYS_set_robust_list,
+    SYS_get_robust_list,
+    SYS_futex,
+    SYS_rseq,
+    SYS_gettid,
+    SYS_getpid,
+    SYS_getppid,
+    SYS_getpgid,
+    SYS_setpgid,
+    SYS_getsid,
+    SYS_setsid,
+    SYS_getuid,
+    SYS_geteuid,
+    SYS_getgid,
+    SYS_getegid,
+    SYS_getresuid,
+    SYS_getresgid,
+    SYS_getgroups,
+    SYS_capget,
+    SYS_prctl,
+    SYS_prlimit64,
+    SYS_getrusage,
+    SYS_getpriority,
+    SYS_setpriority,
+    SYS_sched_yield,
+    SYS_sched_getaffinity,
+    SYS_sched_setaffinity,
+    SYS_sched_getparam,
+    SYS_sched_getscheduler,
+    SYS_sched_get_priority_max,
+    SYS_sched_get_priority_min,
+    SYS_uname,
+    SYS_sysinfo,
+    SYS_times,
+    SYS_getrandom,
+    SYS_clock_gettime,
+    SYS_clock_getres,
+    SYS_clock_nanosleep,
+    SYS_nanosleep,
+    SYS_gettimeofday,
+    SYS_getitimer,
+    SYS_setitimer,
+    SYS_timer_create,
+    SYS_timer_settime,
+    SYS_timer_gettime,
+    SYS_timer_getoverrun,
+    SYS_timer_delete,
+    SYS_timerfd_create,
+    SYS_timerfd_settime,
+    SYS_timerfd_gettime,
+    SYS_eventfd2,
+    SYS_signalfd4,
+    SYS_epoll_create1,
+    SYS_epoll_ctl,
+    SYS_epoll_pwait,
+    SYS_epoll_pwait2,
+    SYS_ppoll,
+    SYS_pselect6,
+    SYS_inotify_init1,
+    SYS_inotify_add_watch,
+    SYS_inotify_rm_watch,
+    SYS_socket,
+    SYS_socketpair,
+    SYS_bind,
+    SYS_listen,
+    SYS_accept4,
+    SYS_connect,
+    SYS_getsockname,
+    SYS_getpeername,
+    SYS_sendto,
+    SYS_recvfrom,
+    SYS_sendmsg,
+    SYS_recvmsg,
+    SYS_sendmmsg,
+    SYS_recvmmsg,
+    SYS_shutdown,
+    SYS_setsockopt,
+    SYS_getsockopt,
+    SYS_ioctl,
+    SYS_restart_syscall,
+    SYS_mq_open,
+    SYS_mq_unlink,
+    SYS_mq_timedsend,
+    SYS_mq_timedreceive,
+    SYS_mq_notify,
+    SYS_mq_getsetattr,
+    SYS_shmget,
+    SYS_shmat,
+    SYS_shmdt,
+    SYS_shmctl,
+    SYS_semget,
+    SYS_semop,
+    SYS_semctl,
+    SYS_msgget,
+    SYS_msgsnd,
+    SYS_msgrcv,
+    SYS_msgctl,
+    SYS_landlock_create_ruleset,
+    SYS_landlock_add_rule,
+    SYS_landlock_restrict_self,
+    SYS_seccomp,
+    SYS_setresuid,
+    SYS_setresgid,
+    SYS_personality,
+    SYS_clone,
+];
+
+#[cfg(target_arch = "x86_64")]
+const ALLOW_ARCH: &[Syscall] = syscalls![
+    SYS_arch_prctl,
+    SYS_mmap,
+    SYS_fstat,
+    SYS_stat,
+    SYS_lstat,
+    SYS_newfstatat,
+    SYS_open,
+    SYS_creat,
+    SYS_access,
+    SYS_pipe,
+    SYS_poll,
+    SYS_select,
+    SYS_fork,
+    SYS_vfork,
+    SYS_dup2,
+    SYS_readlink,
+    SYS_rename,
+    SYS_mkdir,
+    SYS_rmdir,
+    SYS_unlink,
+    SYS_symlink,
+    SYS_link,
+    SYS_chmod,
+    SYS_getdents,
+    SYS_alarm,
+    SYS_pause,
+    SYS_time,
+    SYS_epoll_wait,
+    SYS_epoll_create,
+    SYS_eventfd,
+    SYS_signalfd,
+    SYS_inotify_init,
+    SYS_getrlimit,
+    SYS_sendfile,
+    SYS_fadvise64,
+    SYS_accept,
+    SYS_utimes,
+    SYS_getpgrp,
+    SYS_sync_file_range,
+    SYS_sched_rr_get_interval,
+];
+
+/// armv7 EABI: the 32-bit variants, the `*_time64` calls of 32-bit userlands built with 64-bit
+/// time (their numbers are missing from `libc` 0.2, so they are spelled out), and ARM's private
+/// calls glibc uses (`set_tls`, `cacheflush`).
+#[cfg(target_arch = "arm")]
+const ALLOW_ARCH: &[Syscall] = &[
+    ("SYS_mmap2", libc::SYS_mmap2 as i64),
+    ("SYS_fstat64", libc::SYS_fstat64 as i64),
+    ("SYS_fstatat64", libc::SYS_fstatat64 as i64),
+    ("SYS_stat64", libc::SYS_stat64 as i64),
+    ("SYS_lstat64", libc::SYS_lstat64 as i64),
+    ("SYS_fstat", libc::SYS_fstat as i64),
+    ("SYS_statfs64", libc::SYS_statfs64 as i64),
+    ("SYS_fstatfs64", libc::SYS_fstatfs64 as i64),
+    ("SYS__llseek", libc::SYS__llseek as i64),
+    ("SYS_fcntl64", libc::SYS_fcntl64 as i64),
+    ("SYS_ftruncate64", libc::SYS_ftruncate64 as i64),
+    ("SYS_truncate64", libc::SYS_truncate64 as i64),
+    ("SYS_getuid32", libc::SYS_getuid32 as i64),
+    ("SYS_getgid32", libc::SYS_getgid32 as i64),
+    ("SYS_geteuid32", libc::SYS_geteuid32 as i64),
+    ("SYS_getegid32", libc::SYS_getegid32 as i64),
+    ("SYS_getresuid32", libc::SYS_getresuid32 as i64),
+    ("SYS_getresgid32", libc::SYS_getresgid32 as i64),
+    ("SYS_getgroups32", libc::SYS_getgroups32 as i64),
+    ("SYS_setresuid32", libc::SYS_setresuid32 as i64),
+    ("SYS_setresgid32", libc::SYS_setresgid32 as i64),
+    ("SYS_ugetrlimit", libc::SYS_ugetrlimit as i64),
+    ("SYS_sigreturn", libc::SYS_sigreturn as i64),
+    ("SYS_send", libc::SYS_send as i64),
+    ("SYS_recv", libc::SYS_recv as i64),
+    ("SYS_open", libc::SYS_open as i64),
+    ("SYS_access", libc::SYS_access as i64),
+    ("SYS_pipe", libc::SYS_pipe as i64),
+    ("SYS_poll", libc::SYS_poll as i64),
+    ("SYS__newselect", libc::SYS__newselect as i64),
+    ("SYS_fork", libc::SYS_fork as i64),
+    ("SYS_vfork", libc::SYS_vfork as i64),
+    ("SYS_dup2", libc::SYS_dup2 as i64),
+    ("SYS_readlink", libc::SYS_readlink as i64),
+    ("SYS_rename", libc::SYS_rename as i64),
+    ("SYS_mkdir", libc::SYS_mkdir as i64),
+    ("SYS_rmdir", libc::SYS_rmdir as i64),
+    ("SYS_unlink", libc::SYS_unlink as i64),
+    ("SYS_symlink", libc::SYS_symlink as i64),
+    ("SYS_link", libc::SYS_link as i64),
+    ("SYS_chmod", libc::SYS_chmod as i64),
+    ("SYS_getdents", libc::SYS_getdents as i64),
+    ("SYS_pause", libc::SYS_pause as i64),
+    ("SYS_epoll_wait", libc::SYS_epoll_wait as i64),
+    ("SYS_epoll_create", libc::SYS_epoll_create as i64),
+    ("SYS_eventfd", libc::SYS_eventfd as i64),
+    ("SYS_signalfd", libc::SYS_signalfd as i64),
+    ("SYS_inotify_init", libc::SYS_inotify_init as i64),
+    ("SYS_sendfile", libc::SYS_sendfile as i64),
+    ("SYS_sendfile64", libc::SYS_sendfile64 as i64),
+    ("SYS_arm_fadvise64_64", libc::SYS_arm_fadvise64_64 as i64),
+    ("SYS_arm_sync_file_range", libc::SYS_arm_sync_file_range as i64),
+    ("SYS_accept", libc::SYS_accept as i64),
+    ("SYS_utimes", libc::SYS_utimes as i64),
+    ("SYS_getpgrp", libc::SYS_getpgrp as i64),
+    ("SYS_sched_rr_get_interval", libc::SYS_sched_rr_get_interval as i64),
+    ("clock_gettime64", 403),
+    ("clock_getres_time64", 406),
+    ("clock_nanosleep_time64", 407),
+    ("timer_gettime64", 408),
+    ("timer_settime64", 409),
+    ("timerfd_gettime64", 410),
+    ("timerfd_settime64", 411),
+    ("utimensat_time64", 412),
+    ("pselect6_time64", 413),
+    ("ppoll_time64", 414),
+    ("recvmmsg_time64", 417),
+    ("mq_timedsend_time64", 418),
+    ("mq_timedreceive_time64", 419),
+    ("semtimedop_time64", 420),
+    ("rt_sigtimedwait_time64", 421),
+    ("futex_time64", 422),
+    ("sched_rr_get_interval_time64", 423),
+    ("ARM_cacheflush", 0x0f_0002),
+    ("ARM_set_tls", 0x0f_0005),
+    ("ARM_get_tls", 0x0f_0006),
+];
+
+/// Killed on sight: never needed by an app, and the usual ways into the kernel or out of a box.
+const KILL_COMMON: &[Syscall] = syscalls![
+    SYS_ptrace,
+    SYS_process_vm_readv,
+    SYS_process_vm_writev,
+    SYS_kcmp,
+    SYS_pidfd_getfd,
+    SYS_mount,
+    SYS_umount2,
+    SYS_pivot_root,
+    SYS_chroot,
+    SYS_unshare,
+    SYS_setns,
+    SYS_move_mount,
+    SYS_open_tree,
+    SYS_fsopen,
+    SYS_fsconfig,
+    SYS_fsmount,
+    SYS_fspick,
+    SYS_mount_setattr,
+    SYS_open_by_handle_at,
+    SYS_name_to_handle_at,
+    SYS_bpf,
+    SYS_keyctl,
+    SYS_add_key,
+    SYS_request_key,
+    SYS_kexec_load,
+    SYS_init_module,
+    SYS_finit_module,
+    SYS_delete_module,
+    SYS_io_uring_setup,
+    SYS_io_uring_enter,
+    SYS_io_uring_register,
+    SYS_perf_event_open,
+    SYS_userfaultfd,
+    SYS_swapon,
+    SYS_swapoff,
+    SYS_reboot,
+    SYS_syslog,
+    SYS_acct,
+    SYS_settimeofday,
+    SYS_clock_settime,
+    SYS_clock_adjtime,
+    SYS_adjtimex,
+    SYS_quotactl,
+    SYS_fanotify_init,
+    SYS_vhangup,
+    SYS_sethostname,
+    SYS_setdomainname,
+];
+
+#[cfg(target_arch = "x86_64")]
+const KILL_ARCH: &[Syscall] =
+    syscalls![SYS_kexec_file_load, SYS_iopl, SYS_ioperm, SYS_uselib, SYS_lookup_dcookie, SYS_modify_ldt];
+
+#[cfg(target_arch = "arm")]
+const KILL_ARCH: &[Syscall] = &[
+    ("SYS_kexec_file_load", libc::SYS_kexec_file_load as i64),
+    ("SYS_uselib", libc::SYS_uselib as i64),
+    ("clock_settime64", 404),
+    ("clock_adjtime64", 405),
+];
+
+/// Audit-arch value of the architecture this crate is built for (`AUDIT_ARCH_*`).
+#[cfg(target_arch = "x86_64")]
+pub const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "arm")]
+pub const AUDIT_ARCH: u32 = 0x4000_0028;
+/// seccompiler's arch we build with; on arm its audit constant is patched to [`AUDIT_ARCH`].
+const BUILD_ARCH: TargetArch = TargetArch::x86_64;
+const BUILD_ARCH_AUDIT: u32 = 0xC000_003E;
+
+/// Every syscall the allow-list names (both lists), for reports and tests.
+pub fn allowed_syscalls() -> impl Iterator<Item = &'static Syscall> {
+    ALLOW_COMMON.iter().chain(ALLOW_ARCH)
+}
+
+/// Every syscall that kills the process.
+pub fn killed_syscalls() -> impl Iterator<Item = &'static Syscall> {
+    KILL_COMMON.iter().chain(KILL_ARCH)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("seccompiler: {0}")]
+    Build(#[from] seccompiler::BackendError),
+    #[error("the audit-arch check of the generated filter was not where expected")]
+    ArchPatch,
+}
+
+/// The compiled filters, in installation order.
+pub struct Policy {
+    pub filters: Vec<BpfProgram>,
+}
+
+const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWCGROUP) as u64;
+
+fn rule(conditions: Vec<Cond>) -> Result<SeccompRule, PolicyError> {
+    Ok(SeccompRule::new(conditions)?)
+}
+
+fn cond(arg: u8, op: Op, value: u64) -> Result<Cond, PolicyError> {
+    // Dword: the kernel reads these arguments as 32-bit ints, so only the low half may decide
+    // (a 64-bit compare of ioctl's request would let TIOCSTI|1<<32 through).
+    Ok(Cond::new(arg, Len::Dword, op, value)?)
+}
+
+/// The argument rules: each syscall is allowed when any of its rules matches, EPERM otherwise.
+fn argument_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, PolicyError> {
+    let mut rules = BTreeMap::new();
+    rules.insert(libc::SYS_clone as i64, vec![rule(vec![cond(0, Op::MaskedEq(CLONE_NAMESPACE_FLAGS), 0)?])?]);
+    let sock_type_mask = 0xf; // SOCK_NONBLOCK/SOCK_CLOEXEC live above the type bits.
+    let mut socket_rules = vec![rule(vec![cond(0, Op::Eq, libc::AF_UNIX as u64)?])?];
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        for kind in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
+            socket_rules.push(rule(vec![
+                cond(0, Op::Eq, family as u64)?,
+                cond(1, Op::MaskedEq(sock_type_mask), kind as u64)?,
+            ])?);
+        }
+    }
+    // getifaddrs() and AI_ADDRCONFIG ask the routing table; in the app's own network namespace
+    // that reveals only its own interfaces.
+    socket_rules
+        .push(rule(vec![cond(0, Op::Eq, libc::AF_NETLINK as u64)?, cond(2, Op::Eq, libc::NETLINK_ROUTE as u64)?])?);
+    rules.insert(libc::SYS_socket as i64, socket_rules);
+    rules.insert(libc::SYS_socketpair as i64, vec![rule(vec![cond(0, Op::Eq, libc::AF_UNIX as u64)?])?]);
+    rules.insert(
+        libc::SYS_ioctl as i64,
+        vec![rule(vec![
+            cond(1, Op::Ne, libc::TIOCSTI as u64)?,
+            cond(1, Op::Ne, libc::TIOCLINUX as u64)?,
+            cond(1, Op::Ne, libc::TIOCSETD as u64)?,
+        ])?],
+    );
+    // Only the query (0xffffffff) and plain Linux: no READ_IMPLIES_EXEC, no ADDR_NO_RANDOMIZE.
+    rules.insert(
+        libc::SYS_personality as i64,
+        vec![rule(vec![cond(0, Op::Eq, 0xffff_ffff)?])?, rule(vec![cond(0, Op::Eq, 0)?])?],
+    );
+    // Every other allow-listed syscall is unconditional in this filter.
+    for (_, number) in allowed_syscalls() {
+        rules.entry(*number).or_insert_with(Vec::new);
+    }
+    Ok(rules)
+}
+
+/// Build the three filters (kill, arguments, allow-list) for this architecture.
+pub fn build_policy() -> Result<Policy, PolicyError> {
+    let kill: BTreeMap<i64, Vec<SeccompRule>> = killed_syscalls().map(|(_, number)| (*number, Vec::new())).collect();
+    let kill = SeccompFilter::new(kill, SeccompAction::Allow, SeccompAction::KillProcess, BUILD_ARCH)?;
+    let arguments = SeccompFilter::new(
+        argument_rules()?,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        BUILD_ARCH,
+    )?;
+    let allow: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls().map(|(_, number)| (*number, Vec::new())).collect();
+    let allow = SeccompFilter::new(allow, SeccompAction::Errno(libc::ENOSYS as u32), SeccompAction::Allow, BUILD_ARCH)?;
+    let mut filters = Vec::new();
+    for filter in [kill, arguments, allow] {
+        let mut program: BpfProgram = filter.try_into()?;
+        patch_audit_arch(&mut program, BUILD_ARCH_AUDIT, AUDIT_ARCH)?;
+        filters.push(program);
+    }
+    Ok(Policy { filters })
+}
+
+/// Point the arch check of a seccompiler program at `to` (see the module docs for why).
+pub fn patch_audit_arch(program: &mut BpfProgram, from: u32, to: u32) -> Result<(), PolicyError> {
+    const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
+    // seccompiler's program starts: load arch; jeq ARCH; ret kill.
+    match program.get_mut(1) {
+        Some(jump) if jump.code == BPF_JMP_JEQ_K && jump.k == from => {
+            jump.k = to;
+            Ok(())
+        }
+        _ => Err(PolicyError::ArchPatch),
+    }
+}
+
+/// Install the filters on the calling thread (no_new_privs is set by seccompiler first).
+pub fn apply(policy: &Policy) -> Result<(), seccompiler::Error> {
+    for filter in &policy.filters {
+        seccompiler::apply_filter(filter)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn policy_builds_within_kernel_limits() {
+        let policy = build_policy().expect("policy");
+        assert_eq!(policy.filters.len(), 3);
+        for filter in &policy.filters {
+            assert!(filter.len() < 4096, "BPF_MAXINSNS is 4096, got {}", filter.len());
+            assert_eq!(filter[1].k, AUDIT_ARCH, "arch check points at this architecture");
+        }
+    }
+
+    #[test]
+    fn killed_and_allowed_do_not_overlap() {
+        let allowed: HashSet<i64> = allowed_syscalls().map(|(_, n)| *n).collect();
+        for (name, number) in killed_syscalls() {
+            assert!(!allowed.contains(number), "{name} is both allowed and killed");
+        }
+    }
+
+    #[test]
+    fn the_escape_primitives_are_killed() {
+        let killed: HashSet<&str> = killed_syscalls().map(|(name, _)| *name).collect();
+        for name in [
+            "SYS_ptrace",
+            "SYS_mount",
+            "SYS_pivot_root",
+            "SYS_chroot",
+            "SYS_unshare",
+            "SYS_setns",
+            "SYS_bpf",
+            "SYS_keyctl",
+            "SYS_kexec_load",
+            "SYS_init_module",
+            "SYS_finit_module",
+            "SYS_io_uring_setup",
+            "SYS_perf_event_open",
+            "SYS_userfaultfd",
+            "SYS_open_by_handle_at",
+        ] {
+            assert!(killed.contains(name), "{name} must kill");
+        }
+    }
+
+    #[test]
+    fn no_duplicate_names_or_numbers() {
+        let mut seen = HashSet::new();
+        for (name, number) in allowed_syscalls().chain(killed_syscalls()) {
+            assert!(seen.insert(*number), "{name} ({number}) listed twice");
+        }
+    }
+
+    #[test]
+    fn patch_refuses_an_unexpected_program() {
+        let mut program: BpfProgram = Vec::new();
+        assert!(patch_audit_arch(&mut program, BUILD_ARCH_AUDIT, AUDIT_ARCH).is_err());
+    }
+
+    #[test]
+    fn argument_rules_cover_the_filtered_syscalls() {
+        let rules = argument_rules().expect("rules");
+        for number in [libc::SYS_clone, libc::SYS_socket, libc::SYS_ioctl, libc::SYS_personality] {
+            assert!(!rules[&(number as i64)].is_empty());
+        }
+        assert!(rules[&(libc::SYS_read as i64)].is_empty(), "plain syscalls are unconditional");
+    }
+}
