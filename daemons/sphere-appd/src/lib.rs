@@ -1,9 +1,15 @@
 //! sphere-appd: OpenSphere's app manager.
 //!
+//! - [`manager`]: starts each installed app in its sandbox (through `sphere-sandbox-exec`),
+//!   restarts it with backoff, keeps its output and counts its violations.
+//! - [`dbus`]: the `org.opensphere.AppManager1` D-Bus API (see `sphere-appd-api`).
 //! - [`store`]: the on-device app store. Installs are atomic: a crash or power cut at any point
 //!   leaves each app fully at its old version or fully at its new one, never a mix, and the
 //!   store repairs itself when it is next opened.
 //!
 //! Apps are identified by their manifest's ComponentId, as on Azure Sphere.
 
+pub mod config;
+pub mod dbus;
+pub mod manager;
 pub mod store;

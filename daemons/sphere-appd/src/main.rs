@@ -3,6 +3,7 @@
 //! ```text
 //! sphere-appd install --store DIR --trust KEY.pub... [--dev-trust KEY.pub... --development-mode]
 //!                     [--board FILE [--board-dir DIR]...] PACKAGE
+//! sphere-appd serve   [--config FILE]      (default /etc/sphere/appd.json; the daemon)
 //! sphere-appd list    --store DIR
 //! sphere-appd remove  --store DIR COMPONENT_ID
 //! ```
@@ -15,12 +16,13 @@ use sphere_appd::store::{AppStore, DeviceTrust};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: sphere-appd install --store DIR --trust KEY.pub... [--dev-trust KEY.pub... --development-mode] \
+const USAGE: &str = "usage: sphere-appd serve [--config FILE]\n       sphere-appd install --store DIR --trust KEY.pub... [--dev-trust KEY.pub... --development-mode] \
 [--board FILE [--board-dir DIR]...] PACKAGE\n       sphere-appd list --store DIR\n       sphere-appd remove --store DIR COMPONENT_ID";
 
 #[derive(Default)]
 struct Args {
     store: Option<PathBuf>,
+    config: Option<PathBuf>,
     trust: Vec<PathBuf>,
     dev_trust: Vec<PathBuf>,
     development_mode: bool,
@@ -35,6 +37,7 @@ fn parse(mut words: impl Iterator<Item = String>) -> Result<Args, String> {
         let mut value = || words.next().ok_or_else(|| format!("{word} needs a value"));
         match word.as_str() {
             "--store" => args.store = Some(value()?.into()),
+            "--config" => args.config = Some(value()?.into()),
             "--trust" => args.trust.push(value()?.into()),
             "--dev-trust" => args.dev_trust.push(value()?.into()),
             "--development-mode" => args.development_mode = true,
@@ -61,6 +64,9 @@ fn main() -> ExitCode {
 }
 
 fn run(command: &str, args: &Args) -> Result<(), String> {
+    if command == "serve" {
+        return serve(args);
+    }
     let store_dir = args.store.as_ref().ok_or_else(|| format!("--store is required\n{USAGE}"))?;
     let mut store = AppStore::open(store_dir).map_err(|e| e.to_string())?;
     match (command, args.positional.as_slice()) {
@@ -107,4 +113,39 @@ fn load_trust(args: &Args) -> Result<DeviceTrust, String> {
         trust.development.add_pem_file(path).map_err(|e| e.to_string())?;
     }
     Ok(trust)
+}
+
+/// The daemon: install what waits in the inbox, start every app, serve D-Bus until SIGTERM.
+fn serve(args: &Args) -> Result<(), String> {
+    let path = args.config.clone().unwrap_or_else(|| PathBuf::from("/etc/sphere/appd.json"));
+    let config = sphere_appd::config::Config::load(&path)?;
+    // One thread: the daemon waits on children and sockets; it never computes for long.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let manager = sphere_appd::manager::Manager::open(config.clone())?;
+        manager.install_inbox().await;
+        manager.start_all();
+        let server = {
+            let manager = std::sync::Arc::clone(&manager);
+            async move {
+                if config.system_bus {
+                    sphere_appd::dbus::serve_system_bus(manager).await.map_err(|e| e.to_string())?;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                } else {
+                    sphere_appd::dbus::serve_p2p(manager, &config.socket).await.map_err(|e| e.to_string())
+                }
+            }
+        };
+        println!("sphere-appd: ready");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            result = server => result,
+            _ = terminate.recv() => {
+                manager.stop_all().await;
+                Ok(())
+            }
+        }
+    })
 }

@@ -113,6 +113,59 @@ pub enum AppCommand {
         #[arg(long, value_name = "KEY", required = true)]
         trust: Vec<PathBuf>,
     },
+    /// Install (or update) a signed package on a device and start it.
+    #[command(after_help = "Example:\n  sphere app install hello.sphpkg\n\n\
+        The device's app manager verifies the signature against its trusted keys (development keys only \
+        in development mode), unpacks atomically and starts the app in its sandbox.")]
+    Install {
+        file: PathBuf,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Stop and remove an installed app (and its mutable storage).
+    Remove {
+        component_id: String,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// List installed apps and their state.
+    List {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Start an installed app.
+    Start {
+        component_id: String,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Stop an app: SIGTERM, then SIGKILL after its grace period.
+    Stop {
+        component_id: String,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Show an app's state, restarts and last exit.
+    Status {
+        component_id: String,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Print the last lines an app wrote.
+    Logs {
+        component_id: String,
+        /// How many lines.
+        #[arg(long, default_value_t = 50)]
+        lines: u32,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Show the sandbox violations counted for an app (seccomp kills, Landlock denials, OOM kills, crashes).
+    Violations {
+        component_id: String,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Show a package's manifest, signer and contents.
     #[command(after_help = "Example:\n  sphere app show hello.sphpkg --json\n\n\
         Without --trust the structure and file digests are checked but the signer is only reported, not trusted.")]
@@ -122,4 +175,15 @@ pub enum AppCommand {
         #[arg(long, value_name = "KEY")]
         trust: Vec<PathBuf>,
     },
+}
+
+/// How to reach the device's app manager.
+#[derive(Args)]
+pub struct DeviceArgs {
+    /// The app manager's peer-to-peer D-Bus socket.
+    #[arg(long, value_name = "PATH", default_value = sphere_appd_api::P2P_SOCKET)]
+    pub socket: PathBuf,
+    /// Use the system bus instead of the socket.
+    #[arg(long)]
+    pub system_bus: bool,
 }

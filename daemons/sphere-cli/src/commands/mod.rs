@@ -1,6 +1,7 @@
 //! One module per command group; each command loads, acts, and prints through [`Output`].
 
 mod app;
+mod device;
 mod keys;
 mod manifest;
 
@@ -18,6 +19,7 @@ pub fn run(command: Command, output: &Output) -> Result<(), CommandError> {
         }
         Command::App(AppCommand::Verify { file, trust }) => app::verify(&file, &trust, output),
         Command::App(AppCommand::Show { file, trust }) => app::show(&file, &trust, output),
+        Command::App(device_command) => device::run(device_command, output),
     }
 }
 

@@ -1,0 +1,74 @@
+//! The app manager's D-Bus API, shared by `sphere-appd` (server) and `sphere` (client).
+//!
+//! One crate holds the interface name, object path, wire types and proxy so the two sides cannot
+//! drift apart (Bottlerocket's `update_metadata` pattern). The XML introspection is checked into
+//! `docs/dbus/org.opensphere.AppManager1.xml`.
+//!
+//! Transport: the system bus where a bus daemon runs; otherwise (the minimal device image has
+//! none) a peer-to-peer D-Bus connection on [`P2P_SOCKET`], owned by root and mode 0600, so only
+//! root on the device can manage apps.
+
+use serde::{Deserialize, Serialize};
+use zbus::zvariant::Type;
+
+pub const BUS_NAME: &str = "org.opensphere.AppManager1";
+pub const OBJECT_PATH: &str = "/org/opensphere/AppManager1";
+pub const INTERFACE: &str = "org.opensphere.AppManager1";
+/// Peer-to-peer socket used when no bus daemon runs.
+pub const P2P_SOCKET: &str = "/run/sphere/appd.sock";
+
+/// One app as the manager sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct AppStatus {
+    pub component_id: String,
+    pub name: String,
+    /// First 16 hex digits of the installed package's listing digest.
+    pub version: String,
+    /// `stopped`, `starting`, `running`, `backoff` (waiting to restart after a crash) or `failed`.
+    pub state: String,
+    /// 0 when not running.
+    pub pid: u32,
+    pub restarts: u32,
+    /// Installed with a development key.
+    pub development: bool,
+    /// How the last run ended: `exit 0`, `signal 9`, `seccomp kill`, `oom kill`, or empty.
+    pub last_exit: String,
+}
+
+/// A count of one kind of denial observed for an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Violation {
+    /// `seccomp-kill`, `landlock-denied`, `oom-kill`, `crash`.
+    pub kind: String,
+    pub count: u64,
+    /// Unix seconds of the first and last occurrence.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    /// The most recent detail (the denied path, the signal, ...).
+    pub detail: String,
+}
+
+/// Client side of `org.opensphere.AppManager1`.
+#[zbus::proxy(
+    interface = "org.opensphere.AppManager1",
+    default_service = "org.opensphere.AppManager1",
+    default_path = "/org/opensphere/AppManager1"
+)]
+pub trait AppManager {
+    /// Verify and install the package at `package_path` (a path the daemon can read); starts it.
+    /// Returns the ComponentId.
+    fn install(&self, package_path: &str) -> zbus::Result<String>;
+    /// Stop and remove an app and its storage.
+    fn remove(&self, component_id: &str) -> zbus::Result<()>;
+    fn list(&self) -> zbus::Result<Vec<AppStatus>>;
+    fn start(&self, component_id: &str) -> zbus::Result<()>;
+    /// SIGTERM, then SIGKILL after the grace period, as on Azure Sphere.
+    fn stop(&self, component_id: &str) -> zbus::Result<()>;
+    fn status(&self, component_id: &str) -> zbus::Result<AppStatus>;
+    /// The last `max_lines` lines the app wrote to stdout and stderr.
+    fn logs(&self, component_id: &str, max_lines: u32) -> zbus::Result<Vec<String>>;
+    fn violations(&self, component_id: &str) -> zbus::Result<Vec<Violation>>;
+    /// Emitted whenever an app changes state.
+    #[zbus(signal)]
+    fn state_changed(&self, component_id: &str, state: &str) -> zbus::Result<()>;
+}

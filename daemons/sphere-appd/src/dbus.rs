@@ -1,0 +1,138 @@
+//! `org.opensphere.AppManager1` on D-Bus: the system bus where one runs, otherwise peer-to-peer
+//! connections on a root-only Unix socket (the minimal image has no bus daemon).
+
+use crate::manager::Manager;
+use sphere_appd_api::{AppStatus, OBJECT_PATH, Violation};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use uuid::Uuid;
+use zbus::fdo;
+use zbus::object_server::SignalEmitter;
+
+pub struct AppManagerService {
+    manager: Arc<Manager>,
+}
+
+fn component_id(text: &str) -> fdo::Result<Uuid> {
+    Uuid::try_parse(text).map_err(|_| fdo::Error::InvalidArgs(format!("\"{text}\" is not a ComponentId")))
+}
+
+fn failed(message: String) -> fdo::Error {
+    fdo::Error::Failed(message)
+}
+
+#[zbus::interface(name = "org.opensphere.AppManager1")]
+impl AppManagerService {
+    async fn install(&self, package_path: &str) -> fdo::Result<String> {
+        let app = self.manager.install(package_path.into()).await.map_err(failed)?;
+        Ok(app.component_id.to_string())
+    }
+
+    async fn remove(&self, component_id: &str) -> fdo::Result<()> {
+        self.manager.remove(self::component_id(component_id)?).await.map_err(failed)
+    }
+
+    async fn list(&self) -> Vec<AppStatus> {
+        self.manager.list()
+    }
+
+    async fn start(&self, component_id: &str) -> fdo::Result<()> {
+        self.manager.start(self::component_id(component_id)?).map_err(failed)
+    }
+
+    async fn stop(&self, component_id: &str) -> fdo::Result<()> {
+        let id = self::component_id(component_id)?;
+        self.manager.status(id).map_err(failed)?;
+        self.manager.stop(id).await;
+        Ok(())
+    }
+
+    async fn status(&self, component_id: &str) -> fdo::Result<AppStatus> {
+        self.manager.status(self::component_id(component_id)?).map_err(failed)
+    }
+
+    async fn logs(&self, component_id: &str, max_lines: u32) -> fdo::Result<Vec<String>> {
+        Ok(self.manager.logs(self::component_id(component_id)?, max_lines as usize))
+    }
+
+    async fn violations(&self, component_id: &str) -> fdo::Result<Vec<Violation>> {
+        Ok(self.manager.violations(self::component_id(component_id)?))
+    }
+
+    #[zbus(signal)]
+    async fn state_changed(emitter: &SignalEmitter<'_>, component_id: &str, state: &str) -> zbus::Result<()>;
+}
+
+/// Serve on the system bus under the well-known name.
+pub async fn serve_system_bus(manager: Arc<Manager>) -> zbus::Result<()> {
+    let service = AppManagerService { manager: Arc::clone(&manager) };
+    let connection = zbus::connection::Builder::system()?
+        .name(sphere_appd_api::BUS_NAME)?
+        .serve_at(OBJECT_PATH, service)?
+        .build()
+        .await?;
+    forward_signals(manager, vec![connection]).await;
+    Ok(())
+}
+
+/// Serve peer-to-peer D-Bus on a Unix socket only root can open.
+pub async fn serve_p2p(manager: Arc<Manager>, socket: &Path) -> std::io::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let connections: Arc<tokio::sync::Mutex<Vec<zbus::Connection>>> = Arc::default();
+    let signals = Arc::clone(&connections);
+    let signal_manager = Arc::clone(&manager);
+    tokio::spawn(async move { forward_p2p_signals(signal_manager, signals).await });
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let service = AppManagerService { manager: Arc::clone(&manager) };
+        let built = async {
+            zbus::connection::Builder::unix_stream(stream)
+                .server(zbus::Guid::generate())?
+                .p2p()
+                .serve_at(OBJECT_PATH, service)?
+                .build()
+                .await
+        };
+        match built.await {
+            Ok(connection) => connections.lock().await.push(connection),
+            Err(error) => eprintln!("sphere-appd: a D-Bus client failed to connect: {error}"),
+        }
+    }
+}
+
+async fn forward_signals(manager: Arc<Manager>, connections: Vec<zbus::Connection>) {
+    let mut events = manager.subscribe();
+    while let Ok((id, state)) = events.recv().await {
+        for connection in &connections {
+            let _ = emit(connection, &id, &state).await;
+        }
+    }
+}
+
+async fn forward_p2p_signals(manager: Arc<Manager>, connections: Arc<tokio::sync::Mutex<Vec<zbus::Connection>>>) {
+    let mut events = manager.subscribe();
+    while let Ok((id, state)) = events.recv().await {
+        let mut live = connections.lock().await;
+        let mut still_open = Vec::with_capacity(live.len());
+        for connection in live.drain(..) {
+            // A client that went away fails the send; forget its connection.
+            if emit(&connection, &id, &state).await {
+                still_open.push(connection);
+            }
+        }
+        *live = still_open;
+    }
+}
+
+async fn emit(connection: &zbus::Connection, id: &str, state: &str) -> bool {
+    match SignalEmitter::new(connection, OBJECT_PATH) {
+        Ok(emitter) => AppManagerService::state_changed(&emitter, id, state).await.is_ok(),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,443 @@
+//! The running side of the app manager: install, start, stop, supervise, and remember.
+//!
+//! Each running app has one supervisor task. It builds the app's sandbox from its manifest,
+//! starts it through the single-threaded `sphere-sandbox-exec` launcher (this process runs tokio,
+//! and namespaces need a single-threaded parent), keeps the last lines of its output, reads the
+//! launcher's exit report, counts violations, and restarts the app with exponential backoff:
+//! high-level apps run forever on Azure Sphere and are restarted if they exit.
+
+use crate::config::{Config, key_files};
+use crate::store::{AppStore, DeviceTrust, InstalledApp, StoreError};
+use sphere_app_format::HardwareDefinitionSet;
+use sphere_app_format::fs_atomic;
+use sphere_appd_api::{AppStatus, Violation};
+use sphere_sandbox::{CgroupLimits, ExitCause, ExitReport, LaunchContext, launcher, spec_from_manifest, storage};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{Notify, broadcast};
+use uuid::Uuid;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A run this long counts as healthy: the next crash starts the backoff from the beginning.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Runtime facts about one app (the store holds the durable ones).
+#[derive(Default)]
+struct Runtime {
+    state: &'static str,
+    pid: u32,
+    restarts: u32,
+    last_exit: String,
+    logs: VecDeque<String>,
+    violations: BTreeMap<&'static str, Violation>,
+    wanted_running: bool,
+    supervised: bool,
+}
+
+/// The app manager; shared by the D-Bus service and the supervisor tasks.
+pub struct Manager {
+    config: Config,
+    store: Mutex<AppStore>,
+    board: Option<HardwareDefinitionSet>,
+    runtimes: Arc<Mutex<HashMap<Uuid, Runtime>>>,
+    stop_requests: Mutex<HashMap<Uuid, Arc<Notify>>>,
+    events: broadcast::Sender<(String, String)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking holder cannot leave these maps inconsistent (every update is one insert or
+    // field write), so a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Manager {
+    pub fn open(config: Config) -> Result<Arc<Manager>, String> {
+        let store = AppStore::open(&config.store_dir).map_err(|e| e.to_string())?;
+        let board = match &config.board {
+            Some(path) => {
+                Some(HardwareDefinitionSet::load(path, &config.board_search_dirs).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let (events, _) = broadcast::channel(64);
+        Ok(Arc::new(Manager {
+            config,
+            store: Mutex::new(store),
+            board,
+            runtimes: Arc::new(Mutex::new(HashMap::new())),
+            stop_requests: Mutex::new(HashMap::new()),
+            events,
+        }))
+    }
+
+    /// State changes as (ComponentId, state), for D-Bus signals.
+    pub fn subscribe(&self) -> broadcast::Receiver<(String, String)> {
+        self.events.subscribe()
+    }
+
+    fn trust(&self) -> Result<DeviceTrust, String> {
+        let mut trust =
+            DeviceTrust { development_mode: self.config.development_mode_flag.exists(), ..Default::default() };
+        for path in key_files(&self.config.trusted_keys_dir) {
+            trust.release.add_pem_file(&path).map_err(|e| e.to_string())?;
+        }
+        for path in key_files(&self.config.development_keys_dir) {
+            trust.development.add_pem_file(&path).map_err(|e| e.to_string())?;
+        }
+        Ok(trust)
+    }
+
+    /// Install (or update) from a package file, then (re)start the app.
+    pub async fn install(self: &Arc<Self>, package: PathBuf) -> Result<InstalledApp, String> {
+        let trust = self.trust()?;
+        let manager = Arc::clone(self);
+        let installed = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&package).map_err(|e| format!("cannot read {}: {e}", package.display()))?;
+            let mut store = lock(&manager.store);
+            store.install(std::io::BufReader::new(file), &trust, manager.board.as_ref()).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.stop(installed.component_id).await;
+        self.start(installed.component_id)?;
+        Ok(installed)
+    }
+
+    /// Install every package waiting in the inbox (deleting each, installed or refused).
+    pub async fn install_inbox(self: &Arc<Self>) {
+        let Ok(entries) = std::fs::read_dir(&self.config.inbox_dir) else { return };
+        let mut packages: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        packages.sort();
+        for package in packages {
+            match self.install(package.clone()).await {
+                Ok(app) => eprintln!("sphere-appd: installed {} {} from the inbox", app.name, app.component_id),
+                Err(error) => eprintln!("sphere-appd: refused {}: {error}", package.display()),
+            }
+            let _ = std::fs::remove_file(&package);
+        }
+    }
+
+    pub async fn remove(self: &Arc<Self>, id: Uuid) -> Result<(), String> {
+        self.stop(id).await;
+        lock(&self.store).remove(id).map_err(|e| e.to_string())?;
+        lock(&self.runtimes).remove(&id);
+        let _ = std::fs::remove_file(self.storage_image(id));
+        self.emit(id, "removed");
+        Ok(())
+    }
+
+    /// Start every installed high-level app (at daemon start).
+    pub fn start_all(self: &Arc<Self>) {
+        let ids: Vec<Uuid> = lock(&self.store).list().map(|app| app.component_id).collect();
+        for id in ids {
+            if let Err(error) = self.start(id) {
+                eprintln!("sphere-appd: cannot start {id}: {error}");
+            }
+        }
+    }
+
+    /// Stop every app (daemon shutdown): each gets SIGTERM and its grace period, in parallel.
+    pub async fn stop_all(&self) {
+        let ids: Vec<Uuid> = lock(&self.runtimes).keys().copied().collect();
+        for id in &ids {
+            if let Some(runtime) = lock(&self.runtimes).get_mut(id) {
+                runtime.wanted_running = false;
+            }
+            self.stop_notify(*id).notify_one();
+        }
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+
+    pub fn start(self: &Arc<Self>, id: Uuid) -> Result<(), String> {
+        if lock(&self.store).get(id).is_none() {
+            return Err(StoreError::NotInstalled(id).to_string());
+        }
+        let mut runtimes = lock(&self.runtimes);
+        let runtime = runtimes.entry(id).or_default();
+        runtime.wanted_running = true;
+        if runtime.supervised {
+            return Ok(());
+        }
+        runtime.supervised = true;
+        drop(runtimes);
+        let manager = Arc::clone(self);
+        tokio::spawn(async move { manager.supervise(id).await });
+        Ok(())
+    }
+
+    /// Ask the app to stop (SIGTERM, then SIGKILL after its grace period) and wait until it has.
+    pub async fn stop(&self, id: Uuid) {
+        let supervised = {
+            let mut runtimes = lock(&self.runtimes);
+            match runtimes.get_mut(&id) {
+                Some(runtime) => {
+                    runtime.wanted_running = false;
+                    runtime.supervised
+                }
+                None => false,
+            }
+        };
+        if !supervised {
+            return;
+        }
+        self.stop_notify(id).notify_one();
+        while lock(&self.runtimes).get(&id).is_some_and(|r| r.supervised) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stop_notify(&self, id: Uuid) -> Arc<Notify> {
+        Arc::clone(lock(&self.stop_requests).entry(id).or_insert_with(|| Arc::new(Notify::new())))
+    }
+
+    pub fn status(&self, id: Uuid) -> Result<AppStatus, String> {
+        let store = lock(&self.store);
+        let app = store.get(id).ok_or_else(|| StoreError::NotInstalled(id).to_string())?;
+        Ok(self.status_of(app))
+    }
+
+    pub fn list(&self) -> Vec<AppStatus> {
+        let store = lock(&self.store);
+        store.list().map(|app| self.status_of(app)).collect()
+    }
+
+    fn status_of(&self, app: &InstalledApp) -> AppStatus {
+        let runtimes = lock(&self.runtimes);
+        let runtime = runtimes.get(&app.component_id);
+        AppStatus {
+            component_id: app.component_id.to_string(),
+            name: app.name.clone(),
+            version: app.version_digest.chars().take(16).collect(),
+            state: runtime.map_or("stopped", |r| if r.state.is_empty() { "stopped" } else { r.state }).to_owned(),
+            pid: runtime.map_or(0, |r| r.pid),
+            restarts: runtime.map_or(0, |r| r.restarts),
+            development: app.development,
+            last_exit: runtime.map(|r| r.last_exit.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub fn logs(&self, id: Uuid, max_lines: usize) -> Vec<String> {
+        let runtimes = lock(&self.runtimes);
+        let Some(runtime) = runtimes.get(&id) else { return Vec::new() };
+        let skip = runtime.logs.len().saturating_sub(max_lines);
+        runtime.logs.iter().skip(skip).cloned().collect()
+    }
+
+    pub fn violations(&self, id: Uuid) -> Vec<Violation> {
+        lock(&self.runtimes).get(&id).map(|r| r.violations.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn set_state(&self, id: Uuid, state: &'static str, pid: u32) {
+        if let Some(runtime) = lock(&self.runtimes).get_mut(&id) {
+            runtime.state = state;
+            runtime.pid = pid;
+        }
+        self.emit(id, state);
+    }
+
+    fn emit(&self, id: Uuid, state: &str) {
+        let _ = self.events.send((id.to_string(), state.to_owned()));
+    }
+
+    fn storage_image(&self, id: Uuid) -> PathBuf {
+        self.config.storage_dir.join(format!("{id}.ext4"))
+    }
+
+    /// Run the app until it is stopped, restarting it after every exit with backoff.
+    async fn supervise(self: Arc<Self>, id: Uuid) {
+        let stop = self.stop_notify(id);
+        let mut quick_failures: u32 = 0;
+        while lock(&self.runtimes).get(&id).is_some_and(|r| r.wanted_running) {
+            self.set_state(id, "starting", 0);
+            let started = Instant::now();
+            let ended = self.run_once(id, &stop).await;
+            let stopped = !lock(&self.runtimes).get(&id).is_some_and(|r| r.wanted_running);
+            self.record_exit(id, &ended);
+            if stopped {
+                break;
+            }
+            quick_failures = if started.elapsed() >= HEALTHY_RUN { 1 } else { quick_failures + 1 };
+            let delay = Duration::from_millis(500 * 2u64.saturating_pow(quick_failures.min(8))).min(MAX_BACKOFF);
+            self.set_state(id, "backoff", 0);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.notified() => break,
+            }
+            if let Some(runtime) = lock(&self.runtimes).get_mut(&id) {
+                runtime.restarts += 1;
+            }
+        }
+        if let Some(runtime) = lock(&self.runtimes).get_mut(&id) {
+            runtime.supervised = false;
+            runtime.state = "stopped";
+            runtime.pid = 0;
+        }
+        self.emit(id, "stopped");
+    }
+
+    /// One run of the app in its sandbox.
+    async fn run_once(&self, id: Uuid, stop: &Notify) -> Result<ExitReport, String> {
+        let (spec_file, report_file) = self.prepare(id)?;
+        let mut command =
+            tokio::process::Command::from(launcher::command(&self.config.launcher, &spec_file, &report_file));
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.config.launcher.display()))?;
+        let pid = child.id().unwrap_or(0);
+        self.set_state(id, "running", pid);
+        let name = lock(&self.store).get(id).map(|a| a.name.clone()).unwrap_or_default();
+        let out = child.stdout.take().map(|pipe| self.collect_output(id, name.clone(), pipe));
+        let err = child.stderr.take().map(|pipe| self.collect_output(id, name, pipe));
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = stop.notified() => {
+                // SIGTERM to the launcher makes it stop the app: SIGTERM, grace, SIGKILL.
+                if pid != 0 {
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                }
+                child.wait().await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        for task in [out, err].into_iter().flatten() {
+            let _ = task.await;
+        }
+        if status.code() == Some(launcher::SETUP_FAILED) {
+            let reason = self.logs(id, 1).pop().unwrap_or_default();
+            return Err(format!("the sandbox could not be set up: {reason}"));
+        }
+        launcher::read_report(&report_file).map_err(|e| format!("launcher ended with {status} and no report ({e})"))
+    }
+
+    /// Write the app's sandbox spec (and create its storage on first start).
+    fn prepare(&self, id: Uuid) -> Result<(PathBuf, PathBuf), String> {
+        let (app, manifest, app_root) = {
+            let store = lock(&self.store);
+            let app = store.get(id).cloned().ok_or_else(|| StoreError::NotInstalled(id).to_string())?;
+            let manifest = store.manifest(&app).map_err(|e| e.to_string())?;
+            let root = store.app_dir(&app);
+            (app, manifest, root)
+        };
+        let peripherals = match &self.board {
+            Some(board) => {
+                board.resolve_manifest(&manifest).map_err(|e| sphere_app_format::ResolveErrorList(e).to_string())?
+            }
+            None => Vec::new(),
+        };
+        let runtime_dir = &self.config.runtime_dir;
+        let context = LaunchContext {
+            app_root,
+            uid: app.uid,
+            gid: app.uid,
+            storage_image: self.storage_image(id),
+            storage_host_mount: runtime_dir.join("storage").join(id.to_string()),
+            limits: CgroupLimits::default(),
+            requested_limits: None,
+            cgroup_parent: self.config.cgroup_parent.clone(),
+            runtime_dir: runtime_dir.join("sandbox"),
+        };
+        let spec = spec_from_manifest(&manifest, &peripherals, &context).map_err(|e| e.to_string())?;
+        if let Some(storage) = &spec.storage {
+            if !storage.image.exists() {
+                std::fs::create_dir_all(&self.config.storage_dir).map_err(|e| e.to_string())?;
+                storage::create_image(&storage.image, storage.quota_bytes, app.uid, app.uid)
+                    .map_err(|e| format!("cannot create the app's storage: {e}"))?;
+            }
+        }
+        let specs = runtime_dir.join("specs");
+        std::fs::create_dir_all(&specs).map_err(|e| e.to_string())?;
+        let spec_file = specs.join(format!("{id}.json"));
+        let report_file = specs.join(format!("{id}.report.json"));
+        let _ = std::fs::remove_file(&report_file);
+        let json = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
+        fs_atomic::write_bytes(&spec_file, 0o600, &json).map_err(|e| e.to_string())?;
+        Ok((spec_file, report_file))
+    }
+
+    /// Keep an app's output lines (bounded) and echo them to our log with the app's name.
+    fn collect_output(
+        &self,
+        id: Uuid,
+        name: String,
+        pipe: impl AsyncRead + Unpin + Send + 'static,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        let limit = self.config.log_lines;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{name}] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+            Vec::new()
+        });
+        // Output collectors outlive a borrow of `self`; they share the map through its Arc.
+        let runtimes = Arc::clone(&self.runtimes);
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if let Some(runtime) = lock(&runtimes).get_mut(&id) {
+                    runtime.logs.push_back(line);
+                    while runtime.logs.len() > limit {
+                        runtime.logs.pop_front();
+                    }
+                }
+            }
+        });
+        reader
+    }
+
+    fn record_exit(&self, id: Uuid, ended: &Result<ExitReport, String>) {
+        let mut runtimes = lock(&self.runtimes);
+        let Some(runtime) = runtimes.get_mut(&id) else { return };
+        let now = unix_now();
+        let mut count = |kind: &'static str, n: u64, detail: String| {
+            if n == 0 {
+                return;
+            }
+            let entry = runtime.violations.entry(kind).or_insert_with(|| Violation {
+                kind: kind.to_owned(),
+                count: 0,
+                first_seen: now,
+                last_seen: now,
+                detail: String::new(),
+            });
+            entry.count += n;
+            entry.last_seen = now;
+            entry.detail = detail;
+        };
+        match ended {
+            Ok(report) => {
+                let v = &report.violations;
+                count("seccomp-kill", v.seccomp_kills, "killed by the seccomp filter".into());
+                count("landlock-denied", v.landlock_denials_reported, "reported by the app's wrapper".into());
+                count("oom-kill", v.oom_kills, "memory limit reached".into());
+                count("pids-max", v.pids_max_hits, "process limit reached".into());
+                count("crash", v.crashes, format!("{:?}", report.cause));
+                runtime.last_exit = describe_cause(&report.cause);
+            }
+            Err(error) => runtime.last_exit = format!("launch failed: {error}"),
+        }
+    }
+}
+
+fn describe_cause(cause: &ExitCause) -> String {
+    match cause {
+        ExitCause::Exited { code } => format!("exit {code}"),
+        ExitCause::Stopped { signal } => format!("stopped (signal {signal})"),
+        ExitCause::SeccompKill { .. } => "seccomp kill".to_owned(),
+        ExitCause::OomKill { .. } => "oom kill".to_owned(),
+        ExitCause::Crashed { signal } => format!("crash (signal {signal})"),
+        ExitCause::Killed { signal } => format!("signal {signal}"),
+    }
+}
