@@ -90,8 +90,8 @@ impl AppCgroup {
                 fresh_dir(&dir)?;
                 write(&dir.join("memory.max"), &limits.memory_max_bytes.to_string())?;
                 write(&dir.join("memory.swap.max"), "0").or_else(ignore_missing)?;
-                // Kill the whole app on OOM, not one random thread of it: a half-dead app is worse.
-                write(&dir.join("memory.oom.group"), "1").or_else(ignore_missing)?;
+                // memory.oom.group stays 0: the OOM killer ends the largest process of the app
+                // (usually the culprit); if that is the main process the app ends as `oom_kill`.
                 write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
                 write(&dir.join("cpu.weight"), &limits.cpu_weight.to_string())?;
                 Ok(Some(AppCgroup { dirs: vec![dir], v2: true }))

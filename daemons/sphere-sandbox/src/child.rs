@@ -227,8 +227,9 @@ fn set_stdio(plan: &ChildPlan<'_>) -> Step {
 fn set_rlimits(spec: &SandboxSpec) -> Step {
     use nix::sys::resource::{Resource, setrlimit};
     // No core dumps (they would land in the app's cwd and can hold secrets); a bounded fd table;
-    // RLIMIT_NPROC backs pids.max on kernels without a pids controller (each app has its own uid).
-    let nproc = u64::from(spec.limits.pids_max);
+    // RLIMIT_NPROC backs pids.max on kernels without a pids controller (each app has its own uid);
+    // a little above pids.max, so that where the cgroup exists it is what refuses (and counts).
+    let nproc = u64::from(spec.limits.pids_max) + u64::from(spec.limits.pids_max / 4) + 4;
     for (resource, limit) in
         [(Resource::RLIMIT_CORE, 0), (Resource::RLIMIT_NOFILE, 1024), (Resource::RLIMIT_NPROC, nproc)]
     {

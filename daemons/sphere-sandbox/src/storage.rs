@@ -124,8 +124,10 @@ const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 
-/// Attach `image` to a free loop device (detached automatically when unmounted).
-fn attach_loop(image: &File) -> io::Result<String> {
+/// Attach `image` to a free loop device (detached automatically when unmounted). The device
+/// stays open in the returned File until mounted: with AUTOCLEAR, closing the last reference to
+/// an unmounted loop device detaches it again.
+fn attach_loop(image: &File) -> io::Result<(String, File)> {
     let control = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
     for _ in 0..8 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
@@ -142,7 +144,7 @@ fn attach_loop(image: &File) -> io::Result<String> {
         // SAFETY: config is a properly laid out struct loop_config that outlives the call.
         let result = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE as _, &config as *const LoopConfig) };
         if result == 0 {
-            return Ok(path);
+            return Ok((path, device));
         }
         let error = io::Error::last_os_error();
         // Another process took this device between GET_FREE and CONFIGURE: ask again.
@@ -166,7 +168,7 @@ pub fn ensure_mounted(image: &Path, mount_point: &Path) -> io::Result<()> {
         fs::set_permissions(parent, fs::Permissions::from_mode(0o700))?;
     }
     let file = OpenOptions::new().read(true).write(true).open(image)?;
-    let device = attach_loop(&file)?;
+    let (device, _held_open) = attach_loop(&file)?;
     drop(file);
     let flags = nix::mount::MsFlags::MS_NOSUID
         | nix::mount::MsFlags::MS_NODEV

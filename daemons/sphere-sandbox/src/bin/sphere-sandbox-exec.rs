@@ -92,12 +92,11 @@ fn main() -> ExitCode {
     if !child.degradations().is_empty() {
         eprintln!("sphere-sandbox-exec: {}: {}", spec.component_id, child.degradations());
     }
-    let report = loop {
-        match child.wait_until(None, Some(signal_fd.as_fd())) {
-            Ok(Some(report)) => break Ok(report),
-            Ok(None) => break child.stop(Duration::from_millis(spec.stop_grace_ms)),
-            Err(error) => break Err(error),
-        }
+    // Without a deadline, wait_until returns only when the app ended or a stop signal arrived.
+    let report = match child.wait_until(None, Some(signal_fd.as_fd())) {
+        Ok(Some(report)) => Ok(report),
+        Ok(None) => child.stop(Duration::from_millis(spec.stop_grace_ms)),
+        Err(error) => Err(error),
     };
     match report {
         Ok(report) => {
