@@ -26,7 +26,7 @@
 #   cmdline.txt                          kernel command line for scripts/run-qemu.sh
 #   manifest.json                        sizes, kernel release, root filesystem type
 # The development signing key pair is kept in the cache's keys/ directory; only the public key
-# goes into the image (/etc/sphere/keys/dev-signing.pub.pem).
+# goes into the image (/etc/sphere/dev-keys/dev-signing.pub.pem: trusted only in development mode).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -473,3 +473,22 @@ impl fmt::Display for ResolveErrorList {
         Ok(())
     }
 }
+
+/// The manifest as Azure Sphere's build puts it in an image package: every `"$NAME"` peripheral
+/// reference replaced by its concrete `AppManifestValue`, everything else byte-for-byte the same
+/// JSON value. A device then needs only its board's definition, not the app's own.
+pub fn manifest_with_values(original: &[u8], resolved: &[ResolvedPeripheral]) -> Result<Vec<u8>, String> {
+    let mut document = json::parse_strict(original).map_err(|e| e.to_string())?;
+    let Some(capabilities) = document.get_mut("Capabilities").and_then(Value::as_object_mut) else {
+        return Ok(original.to_vec());
+    };
+    for peripheral in resolved {
+        let Some(entries) = capabilities.get_mut(peripheral.kind.key()).and_then(Value::as_array_mut) else { continue };
+        for entry in entries.iter_mut().filter(|entry| entry.as_str() == Some(peripheral.manifest_entry.as_str())) {
+            *entry = serde_json::to_value(&peripheral.app_manifest_value).map_err(|e| e.to_string())?;
+        }
+    }
+    let mut bytes = serde_json::to_vec_pretty(&document).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}

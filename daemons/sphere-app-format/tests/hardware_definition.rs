@@ -244,6 +244,24 @@ fn the_qemu_board_and_sample_definitions_resolve_the_sample_manifest() {
     let manifest = std::fs::read(root.join("examples/hello-sphere/app/app_manifest.json")).unwrap();
     let manifest = parse_manifest(&manifest).unwrap().manifest;
     let resolved = set.resolve_manifest(&manifest).unwrap();
-    assert_eq!(resolved.len(), 3);
+    assert_eq!(resolved.len(), 2);
     assert!(resolved.iter().all(|p| p.linux_device.is_some()), "{resolved:?}");
+}
+
+#[test]
+fn packaged_manifests_carry_concrete_values_like_azure_sphere_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sample, sdk) = three_level_chain(dir.path());
+    let set = HardwareDefinitionSet::load(&sample, &[sdk]).unwrap();
+    let original = br#"{"SchemaVersion":1,"Name":"a","ComponentId":"7f0c2e5a-61d4-4b8e-9a3f-2c51d7e80b14",
+        "EntryPoint":"/bin/app","Capabilities":{"Gpio":["$SAMPLE_LED", 9],"Uart":["$SAMPLE_UART"],"SystemTime":true}}"#;
+    let manifest = parse_manifest(original).unwrap().manifest;
+    let resolved = set.resolve_manifest(&manifest).unwrap();
+    let rewritten = sphere_app_format::hardware_definition::manifest_with_values(original, &resolved).unwrap();
+    let value: Value = serde_json::from_slice(&rewritten).unwrap();
+    assert_eq!(value["Capabilities"]["Gpio"], json!([8, 9]));
+    assert_eq!(value["Capabilities"]["Uart"], json!(["ISU0"]));
+    assert_eq!(value["Capabilities"]["SystemTime"], json!(true));
+    let reloaded = parse_manifest(&rewritten).unwrap().manifest;
+    assert_eq!(reloaded.capabilities.gpio, vec![PeripheralRef::RawNumber(8), PeripheralRef::RawNumber(9)]);
 }

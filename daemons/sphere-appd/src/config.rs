@@ -11,7 +11,7 @@ pub struct Config {
     pub store_dir: PathBuf,
     /// Per-app `MutableStorage` images (on the data partition).
     pub storage_dir: PathBuf,
-    /// Release signing keys (`*.pub`, PEM): always trusted.
+    /// Release signing keys (`*.pub` or `*.pem`, SPKI PEM): always trusted.
     pub trusted_keys_dir: PathBuf,
     /// Development signing keys: trusted only while development mode is on.
     pub development_keys_dir: PathBuf,
@@ -67,13 +67,13 @@ impl Config {
     }
 }
 
-/// Every `*.pub` file in `dir` (a missing directory is no keys).
+/// Every `*.pub` or `*.pem` public key file in `dir` (a missing directory is no keys).
 pub fn key_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .filter(|p| p.extension().is_some_and(|x| x == "pub" || x == "pem"))
         .collect();
     files.sort();
     files

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! sphere-appd install --store DIR --trust KEY.pub... [--dev-trust KEY.pub... --development-mode]
-//!                     [--board FILE [--board-dir DIR]...] PACKAGE
+//!                     [--board FILE [--board-dir DIR]...] [--storage-dir DIR] PACKAGE
+//!     (--storage-dir also creates the app's MutableStorage image there: provisioning a data
+//!     partition from a build host, which has mke2fs where a minimal device image may not)
 //! sphere-appd serve   [--config FILE]      (default /etc/sphere/appd.json; the daemon)
 //! sphere-appd list    --store DIR
 //! sphere-appd remove  --store DIR COMPONENT_ID
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: sphere-appd serve [--config FILE]\n       sphere-appd install --store DIR --trust KEY.pub... [--dev-trust KEY.pub... --development-mode] \
-[--board FILE [--board-dir DIR]...] PACKAGE\n       sphere-appd list --store DIR\n       sphere-appd remove --store DIR COMPONENT_ID";
+[--board FILE [--board-dir DIR]...] [--storage-dir DIR] PACKAGE\n       sphere-appd list --store DIR\n       sphere-appd remove --store DIR COMPONENT_ID";
 
 #[derive(Default)]
 struct Args {
@@ -28,6 +30,7 @@ struct Args {
     development_mode: bool,
     board: Option<PathBuf>,
     board_dirs: Vec<PathBuf>,
+    storage_dir: Option<PathBuf>,
     positional: Vec<String>,
 }
 
@@ -43,6 +46,7 @@ fn parse(mut words: impl Iterator<Item = String>) -> Result<Args, String> {
             "--development-mode" => args.development_mode = true,
             "--board" => args.board = Some(value()?.into()),
             "--board-dir" => args.board_dirs.push(value()?.into()),
+            "--storage-dir" => args.storage_dir = Some(value()?.into()),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             _ => args.positional.push(word),
         }
@@ -86,7 +90,10 @@ fn run(command: &str, args: &Args) -> Result<(), String> {
                 &app.version_digest[..16],
                 app.uid
             );
-            Ok(())
+            match &args.storage_dir {
+                Some(dir) => create_storage(&store, &app, dir),
+                None => Ok(()),
+            }
         }
         ("list", []) => {
             for app in store.list() {
@@ -148,4 +155,20 @@ fn serve(args: &Args) -> Result<(), String> {
             }
         }
     })
+}
+
+/// Create the app's `MutableStorage` image (if its manifest asks for one) as the daemon would.
+fn create_storage(
+    store: &AppStore,
+    app: &sphere_appd::store::InstalledApp,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    let manifest = store.manifest(app).map_err(|e| e.to_string())?;
+    let Some(storage) = manifest.capabilities.mutable_storage else { return Ok(()) };
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let image = dir.join(format!("{}.ext4", app.component_id));
+    sphere_sandbox::storage::create_image(&image, u64::from(storage.size_kb) * 1024, app.uid, app.uid)
+        .map_err(|e| format!("cannot create {}: {e}", image.display()))?;
+    println!("created {} KB of mutable storage at {}", storage.size_kb, image.display());
+    Ok(())
 }

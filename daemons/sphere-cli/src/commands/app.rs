@@ -20,12 +20,14 @@ pub fn package(
     output: &Output,
 ) -> Result<(), CommandError> {
     let key = SigningKeyPair::load(key).map_err(key_error)?;
-    if let Some(board) = load_hardware(hardware)? {
-        let manifest_path = dir.join(package::MANIFEST_PATH);
-        let loaded = super::manifest::load(&manifest_path)?;
-        resolve(&loaded, &board)?;
-    }
-    let built = package::build_package(dir, &key, file, &Limits::default()).map_err(package_error)?;
+    // With a hardware definition the package carries the manifest with concrete peripheral
+    // values, as Azure Sphere's build produces it; the app's files are staged beside it.
+    let staged = match load_hardware(hardware)? {
+        Some(board) => Some(stage_with_values(dir, &board)?),
+        None => None,
+    };
+    let source = staged.as_ref().map_or(dir, |staging| staging.path());
+    let built = package::build_package(source, &key, file, &Limits::default()).map_err(package_error)?;
     print_warnings(&built.loaded_manifest.warnings, output);
     let report = json!({
         "ok": true,
@@ -80,6 +82,34 @@ pub fn show(file: &Path, trust: &[PathBuf], output: &Output) -> Result<(), Comma
     print_warnings(&summary.manifest_warnings, output);
     output.print(&json!({ "ok": true, "package": file, "summary": &summary }), || describe(file, &summary));
     Ok(())
+}
+
+/// Copy the app directory to a temporary one whose manifest has `$NAME`s replaced by values.
+fn stage_with_values(
+    dir: &Path,
+    board: &sphere_app_format::HardwareDefinitionSet,
+) -> Result<tempfile::TempDir, CommandError> {
+    let manifest_path = dir.join(package::MANIFEST_PATH);
+    let loaded = super::manifest::load(&manifest_path)?;
+    let resolved = resolve(&loaded, board)?;
+    let original = std::fs::read(&manifest_path)
+        .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", manifest_path.display())))?;
+    let rewritten = sphere_app_format::hardware_definition::manifest_with_values(&original, &resolved)
+        .map_err(CommandError::invalid)?;
+    let staging =
+        tempfile::tempdir().map_err(|e| CommandError::Usage(format!("cannot create a staging directory: {e}")))?;
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", dir.display()))
+        .arg(staging.path())
+        .status()
+        .map_err(|e| CommandError::Usage(format!("cannot copy {}: {e}", dir.display())))?;
+    if !copy.success() {
+        return Err(CommandError::Usage(format!("cannot copy {} for packaging", dir.display())));
+    }
+    std::fs::write(staging.path().join(package::MANIFEST_PATH), rewritten)
+        .map_err(|e| CommandError::Usage(format!("cannot stage the manifest: {e}")))?;
+    Ok(staging)
 }
 
 fn describe(file: &Path, summary: &PackageSummary) -> String {
