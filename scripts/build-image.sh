@@ -93,7 +93,7 @@ done
 
 # --- 2. Device binaries --------------------------------------------------------------------------
 step 2 "cross-building the device crates named in rootfs.txt"
-mapfile -t crates < <(awk '$1 == "bin" { print $4 }' "$layout/rootfs.txt" | sort -u)
+mapfile -t crates < <(awk '$1 == "bin" { split($4, part, ":"); print part[1] }' "$layout/rootfs.txt" | sort -u)
 ((${#crates[@]})) || die "rootfs.txt names no bin entries (at least /sbin/init)"
 crate_args=()
 for crate in "${crates[@]}"; do crate_args+=(-p "$crate"); done
@@ -126,7 +126,7 @@ while read -r kind path mode source _rest; do
   dest="$root$path"
   case "$kind" in
     dir) install -d -m "$mode" "$dest" ;;
-    bin) install -D -m "$mode" "$bindir/$source" "$dest" ;;
+    bin) install -D -m "$mode" "$bindir/${source#*:}" "$dest" ;;  # CRATE or CRATE:BINARY
     file) install -D -m "$mode" "$layout/$source" "$dest" ;;
     tree)
       if [[ -d $layout/$source ]]; then
