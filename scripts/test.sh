@@ -10,13 +10,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke kernel-config yocto-layer boot)
+SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape kernel-config yocto-layer boot)
 declare -A DESCRIPTION=(
   [rust-format]="cargo fmt --check over the workspace"
   [rust-lint]="cargo clippy -D warnings over every target"
   [rust-tests]="unit and integration tests of every crate"
   [cross-build]="device crates cross-built for armv7 with rustc 1.85 (MSRV)"
   [fuzz-smoke]="each fuzz target for 15 s (scripts/fuzz.sh for long runs)"
+  [escape]="hostile app in the full sandbox on the host: every escape attempt must be blocked"
   [kernel-config]="kernel fragments merge, and a bad fragment fails naming the symbol"
   [yocto-layer]="oelint-adv over meta-sphere and crates.inc freshness"
   [boot]="build the A7 image and boot it under QEMU (tests/boot-test.sh)"
@@ -45,6 +46,7 @@ run_suite() {
     rust-tests) cargo test --workspace --locked ;;
     cross-build) scripts/cross-build.sh ;;
     fuzz-smoke) scripts/fuzz.sh 15 ;;
+    escape) tests/escape-suite.sh ;;
     kernel-config) tests/kernel-config-test.sh ;;
     yocto-layer) scripts/check-layer.sh ;;
     boot) tests/boot-test.sh ;;
