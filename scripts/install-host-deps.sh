@@ -15,6 +15,8 @@ declare -A GROUP_PACKAGES=(
   # make the cross build prove nothing about 1.85.
   [cross]="rustc-web=$RUST_MSRV_DEB cargo-web=$RUST_MSRV_DEB rust-web-src=$RUST_MSRV_DEB libstd-rust-web-dev=$RUST_MSRV_DEB gcc-arm-linux-gnueabihf libc6-dev-armhf-cross lld-19"
   [image]="linux-source-6.12 bc flex bison libssl-dev libelf-dev gcc-arm-linux-gnueabihf gcc-12-plugin-dev-arm-linux-gnueabihf cpio xz-utils zstd kmod qemu-system-arm e2fsprogs squashfs-tools erofs-utils"
+  # The app sandbox's escape suite and benchmark: bubblewrap to compare against, mke2fs for storage images.
+  [sandbox]="bubblewrap e2fsprogs"
 )
 
 groups=(base "$@")

@@ -24,10 +24,7 @@ if [[ $(id -u) -ne 0 ]]; then
   echo "escape-suite: must run as root (namespaces, cgroups, loop mounts)" >&2
   finish 0 1
 fi
-if ! command -v mke2fs >/dev/null; then
-  echo "escape-suite: mke2fs (e2fsprogs) is missing; run scripts/install-host-deps.sh sandbox" >&2
-  finish 0 1
-fi
+scripts/install-host-deps.sh sandbox >&2 || finish 0 1
 
 work=$(mktemp -d /tmp/escape-suite.XXXXXX)
 runtime="$work/run"

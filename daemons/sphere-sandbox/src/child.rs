@@ -27,7 +27,9 @@ pub(crate) struct ChildPlan<'a> {
     pub entry_point: CString,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
-    /// Read end: one byte once the launcher has written the id maps.
+    /// Read end: one byte once the launcher has written the id maps, a second once it has put
+    /// the child into its cgroups (v1 hosts; overlapped with our setup because a v1 cgroup
+    /// migration can wait for an RCU grace period).
     pub sync_read: RawFd,
     /// Write end (close-on-exec): setup errors.
     pub error_write: RawFd,
@@ -62,7 +64,7 @@ fn setup(plan: &ChildPlan<'_>) -> Step {
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
         return Err("prctl(PDEATHSIG)".into());
     }
-    wait_for_id_maps(plan.sync_read)?;
+    wait_for_launcher(plan.sync_read, "writing the id maps")?;
     build_root(plan)?;
     // SAFETY: sethostname with a valid buffer; the UTS namespace is the app's own.
     let hostname = b"opensphere-app";
@@ -82,17 +84,19 @@ fn setup(plan: &ChildPlan<'_>) -> Step {
     landlock_rules::restrict(spec, plan.landlock_abi).map_err(|error| error.to_string())?;
     drop_capabilities()?;
     reset_signals()?;
+    // No app code may run outside the app's cgroup.
+    wait_for_launcher(plan.sync_read, "enrolling the app in its cgroups")?;
+    // SAFETY: the fd is ours and not used again.
+    unsafe { libc::close(plan.sync_read) };
     Ok(())
 }
 
-fn wait_for_id_maps(sync_read: RawFd) -> Step {
+fn wait_for_launcher(sync_read: RawFd, what: &str) -> Step {
     let mut byte = [0u8; 1];
     // SAFETY: reading one byte into a local buffer.
     let read = unsafe { libc::read(sync_read, byte.as_mut_ptr().cast(), 1) };
-    // SAFETY: the fd is ours and used only here.
-    unsafe { libc::close(sync_read) };
     if read != 1 {
-        return Err("launcher went away before writing the id maps".into());
+        return Err(format!("launcher went away before {what}"));
     }
     Ok(())
 }
@@ -229,7 +233,8 @@ fn set_rlimits(spec: &SandboxSpec) -> Step {
     // No core dumps (they would land in the app's cwd and can hold secrets); a bounded fd table;
     // RLIMIT_NPROC backs pids.max on kernels without a pids controller (each app has its own uid);
     // a little above pids.max, so that where the cgroup exists it is what refuses (and counts).
-    let nproc = u64::from(spec.limits.pids_max) + u64::from(spec.limits.pids_max / 4) + 4;
+    let pids = spec.limits.pids_max;
+    let nproc = libc::rlim_t::from(pids.saturating_add(pids / 4).saturating_add(4));
     for (resource, limit) in
         [(Resource::RLIMIT_CORE, 0), (Resource::RLIMIT_NOFILE, 1024), (Resource::RLIMIT_NPROC, nproc)]
     {

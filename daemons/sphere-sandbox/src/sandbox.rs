@@ -362,17 +362,24 @@ fn finish_launch(
     // of host root show as nobody and no id inside can become root outside.
     fs::write(proc_dir.join("uid_map"), format!("{0} {0} 1\n", spec.uid)).map_err(io_error("write uid_map"))?;
     fs::write(proc_dir.join("gid_map"), format!("{0} {0} 1\n", spec.gid)).map_err(io_error("write gid_map"))?;
+    // A failed write means the child is gone; the error pipe then says why.
+    let mut sync = File::from(sync_write);
+    let _ = io::Write::write_all(&mut sync, b"m");
+    // v1 only (v2 clones straight into the cgroup): enrol while the child builds its root.
     if let Some(cgroup) = &child.cgroup {
         for procs in cgroup.procs_files() {
             fs::write(&procs, child.pid.to_string()).map_err(io_error(format!("enrol in {}", procs.display())))?;
         }
     }
-    let mut sync = File::from(sync_write);
-    io::Write::write_all(&mut sync, b"g").map_err(io_error("release child"))?;
+    let released = io::Write::write_all(&mut sync, b"c");
     drop(sync);
     let mut message = String::new();
     File::from(error_read).read_to_string(&mut message).map_err(io_error("read child status"))?;
-    if message.is_empty() { Ok(()) } else { Err(SandboxError::Setup(message)) }
+    match (message.is_empty(), released) {
+        (true, Ok(())) => Ok(()),
+        (true, Err(error)) => Err(SandboxError::Setup(format!("the child exited during setup ({error})"))),
+        (false, _) => Err(SandboxError::Setup(message)),
+    }
 }
 
 fn set_nonblocking(fd: RawFd) {

@@ -256,43 +256,55 @@ fn cond(arg: u8, op: Op, value: u64) -> Result<Cond, PolicyError> {
     Ok(Cond::new(arg, Len::Dword, op, value)?)
 }
 
-/// The argument rules: each syscall is allowed when any of its rules matches, EPERM otherwise.
+/// The argument rules: a call matching any rule answers EPERM. Written as refusals so the filter
+/// holds only these few syscalls (a smaller filter is cheaper to install; the allow-list filter
+/// still refuses everything unlisted). Each refusal is the complement of what is allowed:
+/// `clone` without namespace flags; `socket` for unix, inet/inet6 stream and datagram, and
+/// netlink route; `socketpair` for unix; `ioctl` except TIOCSTI/TIOCLINUX/TIOCSETD; `personality`
+/// only as a query or PER_LINUX.
 fn argument_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, PolicyError> {
     let mut rules = BTreeMap::new();
-    rules.insert(libc::SYS_clone as i64, vec![rule(vec![cond(0, Op::MaskedEq(CLONE_NAMESPACE_FLAGS), 0)?])?]);
+    let mut clone = Vec::new();
+    for flag in [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWCGROUP,
+    ] {
+        clone.push(rule(vec![cond(0, Op::MaskedEq(flag as u64), flag as u64)?])?);
+    }
+    rules.insert(libc::SYS_clone as i64, clone);
     let sock_type_mask = 0xf; // SOCK_NONBLOCK/SOCK_CLOEXEC live above the type bits.
-    let mut socket_rules = vec![rule(vec![cond(0, Op::Eq, libc::AF_UNIX as u64)?])?];
+    let mut socket = vec![rule(vec![
+        cond(0, Op::Ne, libc::AF_UNIX as u64)?,
+        cond(0, Op::Ne, libc::AF_INET as u64)?,
+        cond(0, Op::Ne, libc::AF_INET6 as u64)?,
+        cond(0, Op::Ne, libc::AF_NETLINK as u64)?,
+    ])?];
+    // Every inet type but stream and datagram (the kernel refuses the type values not listed).
     for family in [libc::AF_INET, libc::AF_INET6] {
-        for kind in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
-            socket_rules.push(rule(vec![
+        for kind in [libc::SOCK_RAW, libc::SOCK_RDM, libc::SOCK_SEQPACKET, libc::SOCK_DCCP, libc::SOCK_PACKET] {
+            socket.push(rule(vec![
                 cond(0, Op::Eq, family as u64)?,
                 cond(1, Op::MaskedEq(sock_type_mask), kind as u64)?,
             ])?);
         }
     }
     // getifaddrs() and AI_ADDRCONFIG ask the routing table; in the app's own network namespace
-    // that reveals only its own interfaces.
-    socket_rules
-        .push(rule(vec![cond(0, Op::Eq, libc::AF_NETLINK as u64)?, cond(2, Op::Eq, libc::NETLINK_ROUTE as u64)?])?);
-    rules.insert(libc::SYS_socket as i64, socket_rules);
-    rules.insert(libc::SYS_socketpair as i64, vec![rule(vec![cond(0, Op::Eq, libc::AF_UNIX as u64)?])?]);
-    rules.insert(
-        libc::SYS_ioctl as i64,
-        vec![rule(vec![
-            cond(1, Op::Ne, libc::TIOCSTI as u64)?,
-            cond(1, Op::Ne, libc::TIOCLINUX as u64)?,
-            cond(1, Op::Ne, libc::TIOCSETD as u64)?,
-        ])?],
-    );
-    // Only the query (0xffffffff) and plain Linux: no READ_IMPLIES_EXEC, no ADDR_NO_RANDOMIZE.
-    rules.insert(
-        libc::SYS_personality as i64,
-        vec![rule(vec![cond(0, Op::Eq, 0xffff_ffff)?])?, rule(vec![cond(0, Op::Eq, 0)?])?],
-    );
-    // Every other allow-listed syscall is unconditional in this filter.
-    for (_, number) in allowed_syscalls() {
-        rules.entry(*number).or_insert_with(Vec::new);
+    // that reveals only its own interfaces. Every other netlink family is refused.
+    socket.push(rule(vec![cond(0, Op::Eq, libc::AF_NETLINK as u64)?, cond(2, Op::Ne, libc::NETLINK_ROUTE as u64)?])?);
+    rules.insert(libc::SYS_socket as i64, socket);
+    rules.insert(libc::SYS_socketpair as i64, vec![rule(vec![cond(0, Op::Ne, libc::AF_UNIX as u64)?])?]);
+    let mut ioctl = Vec::new();
+    for request in [libc::TIOCSTI as u64, libc::TIOCLINUX as u64, libc::TIOCSETD as u64] {
+        ioctl.push(rule(vec![cond(1, Op::Eq, request)?])?);
     }
+    rules.insert(libc::SYS_ioctl as i64, ioctl);
+    // Only the query (0xffffffff) and plain Linux: no READ_IMPLIES_EXEC, no ADDR_NO_RANDOMIZE.
+    rules.insert(libc::SYS_personality as i64, vec![rule(vec![cond(0, Op::Ne, 0xffff_ffff)?, cond(0, Op::Ne, 0)?])?]);
     Ok(rules)
 }
 
@@ -302,8 +314,8 @@ pub fn build_policy() -> Result<Policy, PolicyError> {
     let kill = SeccompFilter::new(kill, SeccompAction::Allow, SeccompAction::KillProcess, BUILD_ARCH)?;
     let arguments = SeccompFilter::new(
         argument_rules()?,
-        SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
         BUILD_ARCH,
     )?;
     let allow: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls().map(|(_, number)| (*number, Vec::new())).collect();
@@ -405,7 +417,7 @@ mod tests {
         for number in [libc::SYS_clone, libc::SYS_socket, libc::SYS_ioctl, libc::SYS_personality] {
             assert!(!rules[&(number as i64)].is_empty());
         }
-        assert!(rules[&(libc::SYS_read as i64)].is_empty(), "plain syscalls are unconditional");
+        assert!(!rules.contains_key(&(libc::SYS_read as i64)), "plain syscalls are not in the argument filter");
         assert!(!rules.contains_key(&(libc::SYS_clone3 as i64)), "clone3 must answer ENOSYS");
     }
 }

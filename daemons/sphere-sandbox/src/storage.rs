@@ -88,11 +88,16 @@ pub fn free_bytes(image: &Path) -> io::Result<u64> {
     Ok(free_lo * block)
 }
 
-/// Whether `path` is a mount point (per /proc/self/mountinfo).
+/// Whether a file system is mounted at `path`: its device differs from its parent's. (Cheaper
+/// than reading /proc/self/mountinfo on every launch; our mounts are always a different file
+/// system from the directory they cover: an ext4 image, a tmpfs.)
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let wanted = path.to_string_lossy().replace(' ', "\\040");
-    text.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = path.parent() else { return true };
+    match (fs::metadata(path), fs::metadata(parent)) {
+        (Ok(here), Ok(above)) => here.dev() != above.dev(),
+        _ => false,
+    }
 }
 
 #[repr(C)]
@@ -144,7 +149,12 @@ fn attach_loop(image: &File) -> io::Result<(String, File)> {
         // SAFETY: config is a properly laid out struct loop_config that outlives the call.
         let result = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE as _, &config as *const LoopConfig) };
         if result == 0 {
-            return Ok((path, device));
+            // Hold the device open read-only, not read-write: a kernel built without
+            // BLK_DEV_WRITE_MOUNTED (ours, hardening) refuses with EBUSY to mount a block device
+            // someone has open for writing. The read-only handle keeps AUTOCLEAR from detaching.
+            let held = OpenOptions::new().read(true).open(&path)?;
+            drop(device);
+            return Ok((path, held));
         }
         let error = io::Error::last_os_error();
         // Another process took this device between GET_FREE and CONFIGURE: ask again.

@@ -16,7 +16,7 @@
 //! The app is single-threaded on purpose (fork is then safe). Modes (first argument):
 //! `attack [--victim-pid N] [--victim-storage PATH] [--host-port P] [--host-abstract NAME]
 //! [--quota-kb N] [--allowed-port P]`, `victim [--secret S] [--device PATH]`, `first-byte`
-//! (benchmark: write one byte, exit), `die-by-seccomp` (telemetry check).
+//! (benchmark: write one byte, exit), `first-byte-wait` (then wait to be stopped), `die-by-seccomp` (telemetry check).
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -33,6 +33,16 @@ fn main() {
             // The benchmark's "first instruction": one byte on stdout, before anything else.
             // SAFETY: writing a static byte to fd 1.
             unsafe { libc::write(1, b"x".as_ptr().cast(), 1) };
+        }
+        Some("first-byte-wait") => {
+            // The benchmark's memory probe: the first byte, then wait to be stopped.
+            // SAFETY: writing a static byte to fd 1, then sleeping until a signal ends us.
+            unsafe {
+                libc::write(1, b"x".as_ptr().cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
         }
         Some("victim") => victim(&Options::parse(&args[2..])),
         Some("die-by-seccomp") => {
