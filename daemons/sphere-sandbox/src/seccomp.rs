@@ -238,13 +238,9 @@ pub struct Policy {
     pub filters: Vec<BpfProgram>,
 }
 
-const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUSER
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWCGROUP) as u64;
+/// The obsolete SOCK_PACKET type (10), still accepted by the kernel for AF_INET sockets; libc
+/// deprecates the constant, we only need its value to refuse it.
+const SOCK_PACKET: i32 = 10;
 
 fn rule(conditions: Vec<Cond>) -> Result<SeccompRule, PolicyError> {
     Ok(SeccompRule::new(conditions)?)
@@ -286,7 +282,7 @@ fn argument_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, PolicyError> {
     ])?];
     // Every inet type but stream and datagram (the kernel refuses the type values not listed).
     for family in [libc::AF_INET, libc::AF_INET6] {
-        for kind in [libc::SOCK_RAW, libc::SOCK_RDM, libc::SOCK_SEQPACKET, libc::SOCK_DCCP, libc::SOCK_PACKET] {
+        for kind in [libc::SOCK_RAW, libc::SOCK_RDM, libc::SOCK_SEQPACKET, libc::SOCK_DCCP, SOCK_PACKET] {
             socket.push(rule(vec![
                 cond(0, Op::Eq, family as u64)?,
                 cond(1, Op::MaskedEq(sock_type_mask), kind as u64)?,
