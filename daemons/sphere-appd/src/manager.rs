@@ -68,6 +68,7 @@ impl Manager {
             None => None,
         };
         let (events, _) = broadcast::channel(64);
+        prepare_cgroup_parent(&config.cgroup_parent);
         Ok(Arc::new(Manager {
             config,
             store: Mutex::new(store),
@@ -439,5 +440,23 @@ fn describe_cause(cause: &ExitCause) -> String {
         ExitCause::OomKill { .. } => "oom kill".to_owned(),
         ExitCause::Crashed { signal } => format!("crash (signal {signal})"),
         ExitCause::Killed { signal } => format!("signal {signal}"),
+    }
+}
+
+/// Create the cgroup every app's cgroup lives in, with the memory, pids and cpu controllers
+/// delegated down to it from the root. Failures are reported, not fatal: the launcher then
+/// reports the limits it cannot enforce as degradations instead of starting apps unlimited.
+fn prepare_cgroup_parent(parent: &std::path::Path) {
+    if let Err(error) = std::fs::create_dir_all(parent) {
+        eprintln!("sphere-appd: cannot create {}: {error}", parent.display());
+        return;
+    }
+    let mut ancestors: Vec<&std::path::Path> = parent.ancestors().skip(1).collect();
+    ancestors.reverse();
+    for ancestor in ancestors.into_iter().filter(|a| a.join("cgroup.subtree_control").exists()) {
+        let control = ancestor.join("cgroup.subtree_control");
+        if let Err(error) = std::fs::write(&control, "+memory +pids +cpu") {
+            eprintln!("sphere-appd: cannot enable controllers in {}: {error}", control.display());
+        }
     }
 }

@@ -108,6 +108,8 @@ fn install_run_stop_and_remove_through_dbus() {
         let connection = zbus::connection::Builder::unix_stream(stream).p2p().build().await.unwrap();
         let proxy = AppManagerProxy::new(&connection).await.unwrap();
 
+        check_introspection_doc(&connection).await;
+
         let id = proxy.install(&package.to_string_lossy()).await.expect("install");
         assert_eq!(id, APP_ID);
         wait_for("the app's first line", || async {
@@ -135,4 +137,33 @@ fn install_run_stop_and_remove_through_dbus() {
         proxy.remove(APP_ID).await.unwrap();
         assert!(proxy.list().await.unwrap().is_empty());
     });
+}
+
+/// The checked-in introspection XML must be what the daemon really serves. Regenerate it with
+/// `SPHERE_UPDATE_DBUS_DOCS=1 cargo test -p sphere-appd --test daemon`.
+async fn check_introspection_doc(connection: &zbus::Connection) {
+    let introspectable = zbus::fdo::IntrospectableProxy::builder(connection)
+        .destination(sphere_appd_api::BUS_NAME)
+        .unwrap()
+        .path(sphere_appd_api::OBJECT_PATH)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let xml = introspectable.introspect().await.unwrap();
+    let start = xml.find("<interface name=\"org.opensphere.AppManager1\">").expect("our interface is served");
+    let end = start + xml[start..].find("</interface>").expect("interface end") + "</interface>".len();
+    let served = format!(
+        "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \
+         \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node name=\"{}\">\n  {}\n</node>\n",
+        sphere_appd_api::OBJECT_PATH,
+        &xml[start..end]
+    );
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dbus/org.opensphere.AppManager1.xml");
+    if std::env::var_os("SPHERE_UPDATE_DBUS_DOCS").is_some() {
+        std::fs::create_dir_all(doc.parent().unwrap()).unwrap();
+        std::fs::write(&doc, &served).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&doc).unwrap_or_default();
+    assert_eq!(checked_in, served, "{} is stale; regenerate it (see this test's doc comment)", doc.display());
 }
