@@ -89,7 +89,12 @@ impl AppCgroup {
                 let dir = parent.join(component_id);
                 fresh_dir(&dir)?;
                 write(&dir.join("memory.max"), &limits.memory_max_bytes.to_string())?;
-                write(&dir.join("memory.swap.max"), "0").or_else(ignore_missing)?;
+                // Absent on a kernel without swap (ours): cgroupfs then answers a write with
+                // EACCES, not ENOENT, so test for the file instead of interpreting the error.
+                let swap_max = dir.join("memory.swap.max");
+                if swap_max.exists() {
+                    write(&swap_max, "0")?;
+                }
                 // memory.oom.group stays 0: the OOM killer ends the largest process of the app
                 // (usually the culprit); if that is the main process the app ends as `oom_kill`.
                 write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
