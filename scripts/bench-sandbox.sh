@@ -15,12 +15,17 @@ runs=${1:-200}
 scripts/install-host-deps.sh sandbox >&2
 
 cargo build -q --release -p sphere-sandbox -p sphere-cli
-CARGO_TARGET_DIR=target/escape-static cargo rustc -q --release -p escape-artist --bin escape-artist -- \
-  -C target-feature=+crt-static
+# The launcher and the app are static binaries, as on the device (no dynamic loader at start).
+for bin in sphere-sandbox:sphere-sandbox-exec escape-artist:escape-artist; do
+  CARGO_TARGET_DIR=target/escape-static cargo rustc -q --release -p "${bin%%:*}" --bin "${bin##*:}" -- \
+    -C target-feature=+crt-static
+done
+launcher=target/escape-static/release/sphere-sandbox-exec
 
 work=$(mktemp -d /tmp/bench-sandbox.XXXXXX)
 cleanup() {
   for mnt in "$work"/storage-mnt/*; do [[ -d $mnt ]] && umount -l "$mnt" 2>/dev/null; done
+  for pin in "$work"/run/netns/*; do [[ -e $pin ]] && umount -l "$pin" 2>/dev/null; done
   umount -l "$work/run/dev" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -44,6 +49,6 @@ spec = json.load(open(sys.argv[1])); spec["args"] = ["first-byte"]; spec["stdout
 json.dump(spec, open(sys.argv[1], "w"))
 PY
 
-echo "kernel $(uname -r), $(nproc) cores; launcher: target/release/sphere-sandbox-exec ($(stat -c %s target/release/sphere-sandbox-exec) bytes)"
-target/release/sphere-sandbox-bench --exec target/release/sphere-sandbox-exec --spec "$work/spec.json" \
+echo "kernel $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); launcher: static, $(stat -c %s "$launcher") bytes"
+target/release/sphere-sandbox-bench --exec "$launcher" --spec "$work/spec.json" \
   --app "$work/apps/$cid/bin/app" --runs "$runs"

@@ -33,6 +33,7 @@ cleanup() {
   for pid in "${pids_to_kill[@]}"; do kill -KILL "$pid" 2>/dev/null; done
   wait 2>/dev/null
   for mnt in "$work"/storage-mnt/*; do [[ -d $mnt ]] && umount -l "$mnt" 2>/dev/null; done
+  for pin in "$runtime"/netns/*; do [[ -e $pin ]] && umount -l "$pin" 2>/dev/null; done
   umount -l "$runtime/dev" 2>/dev/null
   rm -f /dev/opensphere-test-gpio
   if ((keep)); then echo "escape-suite: kept $work" >&2; else rm -rf "$work"; fi

@@ -71,7 +71,6 @@ fn setup(plan: &ChildPlan<'_>) -> Step {
     if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
         return Err(format!("sethostname: {}", std::io::Error::last_os_error()));
     }
-    loopback_up();
     set_stdio(plan)?;
     set_rlimits(spec)?;
     drop_ids(spec)?;
@@ -173,24 +172,6 @@ fn build_root(plan: &ChildPlan<'_>) -> Step {
     mount(None::<&str>, "/", None::<&str>, root_flags, None::<&str>).map_err(errno("remount / read-only"))?;
     nix::unistd::chdir(APP_MOUNT).map_err(errno("chdir /app"))?;
     Ok(())
-}
-
-/// Bring up `lo` in the app's network namespace so it can talk to itself; failure is harmless
-/// (the app simply has no loopback), so it is not an error.
-fn loopback_up() {
-    // SAFETY: a socket used only for one ioctl on a zeroed, NUL-terminated ifreq.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return;
-        }
-        let mut request: libc::ifreq = std::mem::zeroed();
-        request.ifr_name[0] = b'l' as libc::c_char;
-        request.ifr_name[1] = b'o' as libc::c_char;
-        request.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &request);
-        libc::close(fd);
-    }
 }
 
 fn dup_to(from: RawFd, to: RawFd) -> Step {

@@ -7,7 +7,8 @@
 //!
 //! Layers, each enough to stop a class of escapes on its own (`docs/sandbox.md` says why each):
 //!
-//! - its own uid/gid, and user, mount, pid, ipc, uts, network and cgroup namespaces;
+//! - its own uid/gid, and user, mount, pid, ipc, uts and cgroup namespaces, and its own network
+//!   namespace (pinned per app across restarts, [`netns`]);
 //! - a minimal root: the package read-only at `/app`, a private `/tmp`, `/proc` of its own pid
 //!   namespace (`subset=pid`, read-only), only the granted `/dev` nodes, and its
 //!   `MutableStorage` at `/mnt/config` with a hard quota ([`storage`]);
@@ -35,6 +36,7 @@ mod child;
 pub mod features;
 pub mod landlock_rules;
 pub mod launcher;
+pub mod netns;
 mod sandbox;
 pub mod seccomp;
 pub mod spec;

@@ -294,7 +294,6 @@ pub fn spawn(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWNET
             | libc::CLONE_NEWCGROUP
             | libc::CLONE_PIDFD) as u64,
         pidfd: &mut pidfd as *mut RawFd as u64,
@@ -305,6 +304,8 @@ pub fn spawn(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = dir.as_raw_fd() as u64;
     }
+    // Join the app's pinned network namespace (created on its first start); the child inherits it.
+    crate::netns::enter(&spec.runtime_dir, &spec.component_id).map_err(io_error("network namespace"))?;
     let started = Instant::now();
     // SAFETY: clone3 without a new stack behaves like fork: the child continues on a copy of our
     // (single-threaded, checked above) address space and never returns from `child::run`.

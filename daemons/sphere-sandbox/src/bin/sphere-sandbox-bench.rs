@@ -115,6 +115,11 @@ fn main() {
         command.args([app.as_str(), "first-byte"]);
         command
     };
+    let direct = || {
+        let mut command = Command::new(&app);
+        command.arg("first-byte");
+        command
+    };
     // Warm both paths (page cache, storage mount, runtime dirs) before measuring.
     for _ in 0..5 {
         for (name, mut command) in [("sphere-sandbox-exec", ours()), ("bwrap", bwrap())] {
@@ -125,8 +130,11 @@ fn main() {
         }
     }
     let (mut ours_samples, mut bwrap_samples) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let mut direct_samples = Vec::with_capacity(runs);
     for _ in 0..runs {
-        for (samples, mut command) in [(&mut ours_samples, ours()), (&mut bwrap_samples, bwrap())] {
+        for (samples, mut command) in
+            [(&mut ours_samples, ours()), (&mut bwrap_samples, bwrap()), (&mut direct_samples, direct())]
+        {
             match first_byte_latency(&mut command) {
                 Ok(latency) => samples.push(latency),
                 Err(error) => {
@@ -136,12 +144,13 @@ fn main() {
             }
         }
     }
-    let (ours_stats, bwrap_stats) = (stats(ours_samples), stats(bwrap_samples));
+    let (ours_stats, bwrap_stats, direct_stats) = (stats(ours_samples), stats(bwrap_samples), stats(direct_samples));
     println!("launch latency, spawn -> app's first byte ({runs} runs each, interleaved, after 5 warm-up runs)");
     println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "", "median", "p90", "mean", "min");
     for (name, s) in [
         ("sphere-sandbox-exec (full sandbox)", &ours_stats),
         ("bwrap --unshare-all --ro-bind / / (Debian)", &bwrap_stats),
+        ("no sandbox (the app started directly)", &direct_stats),
     ] {
         println!(
             "{name:<44} {:>6.3} ms {:>6.3} ms {:>6.3} ms {:>6.3} ms",
