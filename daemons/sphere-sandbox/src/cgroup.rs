@@ -4,7 +4,7 @@
 //! app is born into it (`CLONE_INTO_CGROUP`), so not even its first instruction runs unlimited.
 //! Hybrid hosts (CI machines with systemd's legacy layout) have memory/pids/cpu bound to v1
 //! hierarchies; there the same limits are written through v1 files under the launcher's own v1
-//! cgroups, the child enrols itself before it runs app code, and the degradation is reported.
+//! cgroups, the child moves itself in before it runs app code, and the degradation is reported.
 
 use crate::features::CgroupSupport;
 use crate::spec::CgroupLimits;
@@ -125,14 +125,19 @@ impl AppCgroup {
         }
     }
 
-    /// v2: the directory to clone into. v1: `None` (the child enrols itself, see [`Self::procs_files`]).
+    /// v2: the directory to clone into. v1: `None` (the child enrols itself, see [`Self::v1_task_files`]).
     pub fn v2_dir(&self) -> Option<&Path> {
         if self.v2 { self.dirs.first().map(PathBuf::as_path) } else { None }
     }
 
-    /// The `cgroup.procs` files a v1 child writes its pid into.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        if self.v2 { Vec::new() } else { self.dirs.iter().map(|dir| dir.join("cgroup.procs")).collect() }
+    /// v1: the `tasks` files the child writes "0" into to move itself (its only thread).
+    ///
+    /// Why `tasks` and "0", not `cgroup.procs` and the pid from the launcher: moving a whole
+    /// thread group takes the cgroup threadgroup lock for writing, which waits for an RCU grace
+    /// period when the lock was idle (1–20 ms); the kernel skips that lock when a task moves
+    /// only itself. The child is single-threaded, so its thread is the whole process.
+    pub fn v1_task_files(&self) -> Vec<PathBuf> {
+        if self.v2 { Vec::new() } else { self.dirs.iter().map(|dir| dir.join("tasks")).collect() }
     }
 
     /// OOM kills in this cgroup so far (v2 `memory.events` `oom_kill`, v1 `memory.oom_control`).

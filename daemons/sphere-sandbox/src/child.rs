@@ -27,10 +27,10 @@ pub(crate) struct ChildPlan<'a> {
     pub entry_point: CString,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
-    /// Read end: one byte once the launcher has written the id maps, a second once it has put
-    /// the child into its cgroups (v1 hosts; overlapped with our setup because a v1 cgroup
-    /// migration can wait for an RCU grace period).
+    /// Read end: one byte once the launcher has written the id maps.
     pub sync_read: RawFd,
+    /// v1 hosts only: `tasks` files to move ourselves into (v2 clones us into our cgroup).
+    pub v1_task_files: Vec<std::path::PathBuf>,
     /// Write end (close-on-exec): setup errors.
     pub error_write: RawFd,
     /// Write end of the telemetry pipe, moved to TELEMETRY_FD.
@@ -64,7 +64,11 @@ fn setup(plan: &ChildPlan<'_>) -> Step {
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
         return Err("prctl(PDEATHSIG)".into());
     }
-    wait_for_launcher(plan.sync_read, "writing the id maps")?;
+    wait_for_launcher(plan.sync_read)?;
+    // Before anything else runs in this process: no app code outside the app's cgroup.
+    for tasks in &plan.v1_task_files {
+        std::fs::write(tasks, "0").map_err(|error| format!("enrol in {}: {error}", tasks.display()))?;
+    }
     build_root(plan)?;
     // SAFETY: sethostname with a valid buffer; the UTS namespace is the app's own.
     let hostname = b"opensphere-app";
@@ -83,19 +87,17 @@ fn setup(plan: &ChildPlan<'_>) -> Step {
     landlock_rules::restrict(spec, plan.landlock_abi).map_err(|error| error.to_string())?;
     drop_capabilities()?;
     reset_signals()?;
-    // No app code may run outside the app's cgroup.
-    wait_for_launcher(plan.sync_read, "enrolling the app in its cgroups")?;
-    // SAFETY: the fd is ours and not used again.
-    unsafe { libc::close(plan.sync_read) };
     Ok(())
 }
 
-fn wait_for_launcher(sync_read: RawFd, what: &str) -> Step {
+fn wait_for_launcher(sync_read: RawFd) -> Step {
     let mut byte = [0u8; 1];
     // SAFETY: reading one byte into a local buffer.
     let read = unsafe { libc::read(sync_read, byte.as_mut_ptr().cast(), 1) };
+    // SAFETY: the fd is ours and used only here.
+    unsafe { libc::close(sync_read) };
     if read != 1 {
-        return Err(format!("launcher went away before {what}"));
+        return Err("launcher went away before writing the id maps".into());
     }
     Ok(())
 }

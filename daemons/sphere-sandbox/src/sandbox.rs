@@ -167,6 +167,13 @@ fn prepare_host_dirs(spec: &SandboxSpec) -> Result<(PathBuf, PathBuf), SandboxEr
     debug_assert_eq!(&APP_MOUNT[1..], "app");
     let devices = runtime.join("dev");
     fs::create_dir_all(&devices).map_err(io_error("create device dir"))?;
+    // Launchers of different apps may start together (at boot): the first mounts the shared
+    // device tmpfs, under a lock so no other mounts a second one over it.
+    let lock = File::create(runtime.join("lock")).map_err(io_error("open runtime lock"))?;
+    // SAFETY: flock on a file we own; released when `lock` is dropped at the end of this function.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io_error("lock runtime dir")(io::Error::last_os_error()));
+    }
     if !storage::is_mounted(&devices) {
         // Our own small tmpfs: /run is usually nodev, and these nodes must open.
         nix::mount::mount(
@@ -283,6 +290,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
         argv,
         envp,
         sync_read: sync_read.as_raw_fd(),
+        v1_task_files: app_cgroup.as_ref().map(AppCgroup::v1_task_files).unwrap_or_default(),
         error_write: error_write.as_raw_fd(),
         telemetry_write: telemetry_write.as_ref().map(AsRawFd::as_raw_fd),
     };
@@ -350,7 +358,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
     Ok(child)
 }
 
-/// The launcher's half of the handshake: id maps and v1 cgroups, release the child, then wait
+/// The launcher's half of the handshake: id maps, release the child, then wait
 /// until it has exec'ed (the error pipe closes) or report why it could not.
 fn finish_launch(
     child: &SandboxedChild,
@@ -364,16 +372,7 @@ fn finish_launch(
     fs::write(proc_dir.join("uid_map"), format!("{0} {0} 1\n", spec.uid)).map_err(io_error("write uid_map"))?;
     fs::write(proc_dir.join("gid_map"), format!("{0} {0} 1\n", spec.gid)).map_err(io_error("write gid_map"))?;
     // A failed write means the child is gone; the error pipe then says why.
-    let mut sync = File::from(sync_write);
-    let _ = io::Write::write_all(&mut sync, b"m");
-    // v1 only (v2 clones straight into the cgroup): enrol while the child builds its root.
-    if let Some(cgroup) = &child.cgroup {
-        for procs in cgroup.procs_files() {
-            fs::write(&procs, child.pid.to_string()).map_err(io_error(format!("enrol in {}", procs.display())))?;
-        }
-    }
-    let released = io::Write::write_all(&mut sync, b"c");
-    drop(sync);
+    let released = io::Write::write_all(&mut File::from(sync_write), b"g");
     let mut message = String::new();
     File::from(error_read).read_to_string(&mut message).map_err(io_error("read child status"))?;
     match (message.is_empty(), released) {
