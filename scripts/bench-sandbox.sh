@@ -26,6 +26,12 @@ work=$(mktemp -d /tmp/bench-sandbox.XXXXXX)
 cleanup() {
   for mnt in "$work"/storage-mnt/*; do [[ -d $mnt ]] && umount -l "$mnt" 2>/dev/null; done
   for pin in "$work"/run/netns/*; do [[ -e $pin ]] && umount -l "$pin" 2>/dev/null; done
+  # The apps' cgroups outlive their runs (reused by the next launch); remove ours.
+  for id in "${cid:-}"; do
+    [[ -n $id ]] || continue
+    find /sys/fs/cgroup -maxdepth 6 -type d -name "$id" -path '*sphere-sandbox*' -exec rmdir {} + 2>/dev/null
+    find /sys/fs/cgroup -maxdepth 3 -type d -name "$id" -path '*opensphere-*' -exec rmdir {} + 2>/dev/null
+  done
   umount -l "$work/run/dev" 2>/dev/null || true
   rm -rf "$work"
 }

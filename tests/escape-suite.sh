@@ -34,6 +34,12 @@ cleanup() {
   wait 2>/dev/null
   for mnt in "$work"/storage-mnt/*; do [[ -d $mnt ]] && umount -l "$mnt" 2>/dev/null; done
   for pin in "$runtime"/netns/*; do [[ -e $pin ]] && umount -l "$pin" 2>/dev/null; done
+  # The apps' cgroups outlive their runs (reused by the next launch); remove ours.
+  for id in "${cid[@]:-}"; do
+    [[ -n $id ]] || continue
+    find /sys/fs/cgroup -maxdepth 6 -type d -name "$id" -path '*sphere-sandbox*' -exec rmdir {} + 2>/dev/null
+    find /sys/fs/cgroup -maxdepth 3 -type d -name "$id" -path '*opensphere-*' -exec rmdir {} + 2>/dev/null
+  done
   umount -l "$runtime/dev" 2>/dev/null
   rm -f /dev/opensphere-test-gpio
   if ((keep)); then echo "escape-suite: kept $work" >&2; else rm -rf "$work"; fi

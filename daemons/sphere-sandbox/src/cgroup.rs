@@ -37,23 +37,26 @@ pub fn detect() -> (CgroupSupport, Option<PathBuf>) {
     (CgroupSupport::None, unified)
 }
 
-/// One app's cgroup(s), created fresh for each launch so its counters describe this run only.
+/// One app's cgroup(s). Kept from one run of the app to the next (creating a memory cgroup per
+/// launch is slow, and each removed one lingers as a dying cgroup while page cache is charged to
+/// it); counters are read relative to their values at launch, so a report describes its run.
 #[derive(Debug)]
 pub struct AppCgroup {
     /// v2: the app's directory. v1: one directory per controller.
     dirs: Vec<PathBuf>,
     v2: bool,
+    oom_kills_at_start: u64,
+    pids_max_hits_at_start: u64,
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
     fs::write(path, value).map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))
 }
 
-/// A fresh, empty directory: a leftover of an earlier run (all its processes are dead, the
-/// launcher waited for them) is removed first so counters start at zero.
-fn fresh_dir(dir: &Path) -> io::Result<()> {
-    if dir.exists() {
-        fs::remove_dir(dir).map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", dir.display())))?;
+/// The app's cgroup directory, made on its first launch.
+fn ensure_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
     }
     fs::create_dir_all(dir).map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", dir.display())))
 }
@@ -68,8 +71,14 @@ fn own_v1_cgroup(controller: &str) -> Option<String> {
     })
 }
 
+/// On a v1 host, the app's cgroup of one controller: below the launcher's own.
+fn v1_dir(controller: &str, component_id: &str) -> PathBuf {
+    let own = own_v1_cgroup(controller).unwrap_or_else(|| "/".to_owned());
+    Path::new(V2_ROOT).join(controller).join(own.trim_start_matches('/')).join("sphere-sandbox").join(component_id)
+}
+
 impl AppCgroup {
-    /// Create the app's cgroup and write its limits.
+    /// Create (first launch) or reuse the app's cgroup and write its limits.
     pub fn create(
         support: &CgroupSupport,
         parent: &Path,
@@ -87,7 +96,7 @@ impl AppCgroup {
                     write(&control, "+memory +pids +cpu")?;
                 }
                 let dir = parent.join(component_id);
-                fresh_dir(&dir)?;
+                ensure_dir(&dir)?;
                 write(&dir.join("memory.max"), &limits.memory_max_bytes.to_string())?;
                 // Absent on a kernel without swap (ours): cgroupfs then answers a write with
                 // EACCES, not ENOENT, so test for the file instead of interpreting the error.
@@ -99,18 +108,13 @@ impl AppCgroup {
                 // (usually the culprit); if that is the main process the app ends as `oom_kill`.
                 write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
                 write(&dir.join("cpu.weight"), &limits.cpu_weight.to_string())?;
-                Ok(Some(AppCgroup { dirs: vec![dir], v2: true }))
+                Ok(Some(AppCgroup::with_baseline(vec![dir], true)))
             }
             CgroupSupport::V1Fallback { .. } => {
                 let mut dirs = Vec::new();
                 for controller in CONTROLLERS {
-                    let own = own_v1_cgroup(controller).unwrap_or_else(|| "/".to_owned());
-                    let dir = Path::new(V2_ROOT)
-                        .join(controller)
-                        .join(own.trim_start_matches('/'))
-                        .join("sphere-sandbox")
-                        .join(component_id);
-                    fresh_dir(&dir)?;
+                    let dir = v1_dir(controller, component_id);
+                    ensure_dir(&dir)?;
                     dirs.push(dir);
                 }
                 write(&dirs[0].join("memory.limit_in_bytes"), &limits.memory_max_bytes.to_string())?;
@@ -119,7 +123,7 @@ impl AppCgroup {
                 write(&dirs[1].join("pids.max"), &limits.pids_max.to_string())?;
                 // cpu.shares 1024 is v2's weight 100.
                 write(&dirs[2].join("cpu.shares"), &(u64::from(limits.cpu_weight) * 1024 / 100).max(2).to_string())?;
-                Ok(Some(AppCgroup { dirs, v2: false }))
+                Ok(Some(AppCgroup::with_baseline(dirs, false)))
             }
             CgroupSupport::None => Ok(None),
         }
@@ -142,32 +146,56 @@ impl AppCgroup {
 
     /// OOM kills in this cgroup so far (v2 `memory.events` `oom_kill`, v1 `memory.oom_control`).
     pub fn oom_kills(&self) -> u64 {
+        self.oom_kills_total().saturating_sub(self.oom_kills_at_start)
+    }
+
+    /// Times a fork failed because `pids.max` was reached during this run.
+    pub fn pids_max_hits(&self) -> u64 {
+        self.pids_max_hits_total().saturating_sub(self.pids_max_hits_at_start)
+    }
+
+    fn with_baseline(dirs: Vec<PathBuf>, v2: bool) -> AppCgroup {
+        let mut cgroup = AppCgroup { dirs, v2, oom_kills_at_start: 0, pids_max_hits_at_start: 0 };
+        cgroup.oom_kills_at_start = cgroup.oom_kills_total();
+        cgroup.pids_max_hits_at_start = cgroup.pids_max_hits_total();
+        cgroup
+    }
+
+    fn oom_kills_total(&self) -> u64 {
         let (file, key) = if self.v2 { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };
         read_key(&self.dirs[0].join(file), key)
     }
 
-    /// Times a fork failed because `pids.max` was reached.
-    pub fn pids_max_hits(&self) -> u64 {
+    fn pids_max_hits_total(&self) -> u64 {
         let dir = if self.v2 { &self.dirs[0] } else { &self.dirs[1] };
         read_key(&dir.join("pids.events"), "max")
     }
 
-    /// Kill everything left in the cgroup (children the app left behind), then remove it.
-    pub fn remove(&self) {
-        for dir in &self.dirs {
-            if self.v2 {
-                let _ = fs::write(dir.join("cgroup.kill"), "1");
-            }
-            // Processes take a moment to leave after SIGKILL; retry briefly, then give up (the
-            // next launch's fresh_dir reports it if the cgroup is still busy).
-            for _ in 0..50 {
-                if fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
+    /// Kill anything the app left behind (v2; on v1 the end of the app's pid namespace, whose
+    /// init the app is, has already killed every process in it).
+    pub fn kill_leftovers(&self) {
+        if self.v2 {
+            let _ = fs::write(self.dirs[0].join("cgroup.kill"), "1");
         }
     }
+}
+
+/// Remove an app's cgroup(s) on uninstall (the app must not be running).
+pub fn remove_app(support: &CgroupSupport, parent: &Path, component_id: &str) -> io::Result<()> {
+    let dirs: Vec<PathBuf> = match support {
+        CgroupSupport::V2 => vec![parent.join(component_id)],
+        CgroupSupport::V1Fallback { .. } => {
+            CONTROLLERS.iter().map(|controller| v1_dir(controller, component_id)).collect()
+        }
+        CgroupSupport::None => Vec::new(),
+    };
+    for dir in dirs {
+        match fs::remove_dir(&dir) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn ignore_missing(error: io::Error) -> io::Result<()> {

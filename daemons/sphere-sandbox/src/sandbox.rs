@@ -155,8 +155,14 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// nodes (owner the app's uid, mode 0600), so a granted node is openable by that app only.
 fn prepare_host_dirs(spec: &SandboxSpec) -> Result<(PathBuf, PathBuf), SandboxError> {
     let runtime = &spec.runtime_dir;
-    fs::create_dir_all(runtime).map_err(io_error(format!("create {}", runtime.display())))?;
-    fs::set_permissions(runtime, fs::Permissions::from_mode(0o700)).map_err(io_error("chmod runtime dir"))?;
+    if !runtime.is_dir() {
+        fs::create_dir_all(runtime).map_err(io_error(format!("create {}", runtime.display())))?;
+    }
+    // Only root may traverse it: it holds every app's root, devices and network namespace.
+    let mode = fs::metadata(runtime).map_err(io_error("stat runtime dir"))?.permissions().mode();
+    if mode & 0o777 != 0o700 {
+        fs::set_permissions(runtime, fs::Permissions::from_mode(0o700)).map_err(io_error("chmod runtime dir"))?;
+    }
     let root = runtime.join("root").join(&spec.component_id);
     for sub in ["app", "dev", "tmp", "proc", &STORAGE_MOUNT[1..]] {
         let dir = root.join(sub);
@@ -186,50 +192,82 @@ fn prepare_host_dirs(spec: &SandboxSpec) -> Result<(PathBuf, PathBuf), SandboxEr
         .map_err(|errno| SandboxError::Io { context: "mount device tmpfs".into(), source: errno.into() })?;
     }
     let dev_dir = devices.join(&spec.component_id);
+    let mut nodes = Vec::new();
+    for path in child::standard_devices() {
+        nodes.push(DeviceNode::of(Path::new(path), 0o666, None)?);
+    }
+    for grant in &spec.devices {
+        nodes.push(DeviceNode::of(&grant.path, 0o600, Some((spec.uid, spec.gid)))?);
+    }
+    // Rebuilt only when the grants (or a host node's numbers) changed since the last launch:
+    // the stamp, outside the app's directory, records what the directory holds.
+    let stamp_path = devices.join(format!("{}.stamp", spec.component_id));
+    let stamp: String = nodes.iter().map(DeviceNode::describe).collect();
+    if dev_dir.is_dir() && fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp) {
+        return Ok((root, dev_dir));
+    }
     if dev_dir.exists() {
         fs::remove_dir_all(&dev_dir).map_err(io_error("clear device dir"))?;
     }
     fs::create_dir(&dev_dir).map_err(io_error("create app device dir"))?;
     fs::set_permissions(&dev_dir, fs::Permissions::from_mode(0o755)).map_err(io_error("chmod app device dir"))?;
-    for path in child::standard_devices() {
-        make_node(Path::new(path), &dev_dir, 0o666, None)?;
+    for node in &nodes {
+        node.make_in(&dev_dir)?;
     }
-    for grant in &spec.devices {
-        make_node(&grant.path, &dev_dir, 0o600, Some((spec.uid, spec.gid)))?;
-    }
+    fs::write(&stamp_path, stamp).map_err(io_error("write device stamp"))?;
     Ok((root, dev_dir))
 }
 
-/// Copy a host device node into `dev_dir` (same relative path below /dev) with our owner/mode.
-fn make_node(host: &Path, dev_dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), SandboxError> {
-    let metadata = fs::metadata(host).map_err(io_error(format!("granted device {}", host.display())))?;
-    let file_type = metadata.file_type();
-    let kind = if file_type.is_char_device() {
-        libc::S_IFCHR
-    } else if file_type.is_block_device() {
-        libc::S_IFBLK
-    } else {
-        return Err(SandboxError::Io {
-            context: format!("granted device {}", host.display()),
-            source: io::Error::other("not a device node"),
-        });
-    };
-    let relative = host.strip_prefix("/dev").unwrap_or(host);
-    let target = dev_dir.join(relative);
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent).map_err(io_error("create device subdir"))?;
+/// A host device node to copy into an app's `/dev`, with the owner and mode the app gets.
+struct DeviceNode<'a> {
+    host: &'a Path,
+    kind: libc::mode_t,
+    rdev: u64,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+}
+
+impl<'a> DeviceNode<'a> {
+    fn of(host: &'a Path, mode: u32, owner: Option<(u32, u32)>) -> Result<Self, SandboxError> {
+        let metadata = fs::metadata(host).map_err(io_error(format!("granted device {}", host.display())))?;
+        let file_type = metadata.file_type();
+        let kind = if file_type.is_char_device() {
+            libc::S_IFCHR
+        } else if file_type.is_block_device() {
+            libc::S_IFBLK
+        } else {
+            return Err(SandboxError::Io {
+                context: format!("granted device {}", host.display()),
+                source: io::Error::other("not a device node"),
+            });
+        };
+        Ok(DeviceNode { host, kind, rdev: metadata.rdev(), mode, owner })
     }
-    let c_target = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| SandboxError::Io { context: "device path".into(), source: io::Error::other("NUL in path") })?;
-    // SAFETY: mknod with a valid NUL-terminated path.
-    if unsafe { libc::mknod(c_target.as_ptr(), kind | mode, metadata.rdev()) } != 0 {
-        return Err(io_error(format!("mknod {}", target.display()))(io::Error::last_os_error()));
+
+    fn describe(&self) -> String {
+        format!("{} {} {} {:o} {:?}\n", self.host.display(), self.kind, self.rdev, self.mode, self.owner)
     }
-    fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io_error("chmod device"))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&target, Some(uid), Some(gid)).map_err(io_error("chown device"))?;
+
+    /// mknod the copy (same path below /dev) with our owner and mode.
+    fn make_in(&self, dev_dir: &Path) -> Result<(), SandboxError> {
+        let relative = self.host.strip_prefix("/dev").unwrap_or(self.host);
+        let target = dev_dir.join(relative);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(io_error("create device subdir"))?;
+        }
+        let c_target = CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|_| SandboxError::Io { context: "device path".into(), source: io::Error::other("NUL in path") })?;
+        // SAFETY: mknod with a valid NUL-terminated path.
+        if unsafe { libc::mknod(c_target.as_ptr(), self.kind | self.mode, self.rdev as libc::dev_t) } != 0 {
+            return Err(io_error(format!("mknod {}", target.display()))(io::Error::last_os_error()));
+        }
+        // The umask may have narrowed the mode given to mknod.
+        fs::set_permissions(&target, fs::Permissions::from_mode(self.mode)).map_err(io_error("chmod device"))?;
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(&target, Some(uid), Some(gid)).map_err(io_error("chown device"))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn cstring(text: &str, what: &str) -> Result<CString, SandboxError> {
@@ -323,9 +361,6 @@ pub fn spawn(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
     }
     if pid < 0 {
         let error = io::Error::last_os_error();
-        if let Some(cgroup) = &app_cgroup {
-            cgroup.remove();
-        }
         return Err(io_error("clone3")(error));
     }
     let pid = pid as i32;
@@ -543,7 +578,7 @@ impl SandboxedChild {
             crashes: u64::from(matches!(cause, ExitCause::Crashed { .. })),
         };
         if let Some(cgroup) = &self.cgroup {
-            cgroup.remove();
+            cgroup.kill_leftovers();
         }
         let report = ExitReport {
             component_id: self.component_id.clone(),
