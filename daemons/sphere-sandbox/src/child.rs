@@ -60,10 +60,7 @@ pub(crate) fn run(plan: &ChildPlan<'_>) -> ! {
 fn setup(plan: &ChildPlan<'_>) -> Step {
     let spec = plan.spec;
     // Die with the launcher: an app must never outlive its supervisor unobserved.
-    // SAFETY: plain prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        return Err("prctl(PDEATHSIG)".into());
-    }
+    die_with_launcher(plan.error_write)?;
     wait_for_launcher(plan.sync_read)?;
     // Before anything else runs in this process: no app code outside the app's cgroup.
     for tasks in &plan.v1_task_files {
@@ -78,6 +75,8 @@ fn setup(plan: &ChildPlan<'_>) -> Step {
     set_stdio(plan)?;
     set_rlimits(spec)?;
     drop_ids(spec)?;
+    // Changing the effective ids cleared the parent-death signal: set it again.
+    die_with_launcher(plan.error_write)?;
     // no_new_privs before Landlock: a Landlock domain may only be entered with it (or CAP_SYS_ADMIN,
     // which we are about to drop).
     // SAFETY: plain prctl with integer arguments.
@@ -87,6 +86,23 @@ fn setup(plan: &ChildPlan<'_>) -> Step {
     landlock_rules::restrict(spec, plan.landlock_abi).map_err(|error| error.to_string())?;
     drop_capabilities()?;
     reset_signals()?;
+    Ok(())
+}
+
+/// Set PR_SET_PDEATHSIG, then make sure the launcher did not die before that took effect: the
+/// launcher holds the only read end of the error pipe, so POLLERR on our write end means it is
+/// gone (getppid cannot tell: as pid 1 of a new pid namespace our parent pid reads 0).
+fn die_with_launcher(error_write: RawFd) -> Step {
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err("prctl(PDEATHSIG)".into());
+    }
+    let mut pipe = libc::pollfd { fd: error_write, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: poll on one valid pollfd, without waiting.
+    let ready = unsafe { libc::poll(&mut pipe, 1, 0) };
+    if ready < 0 || pipe.revents & libc::POLLERR != 0 {
+        return Err("the launcher is gone".into());
+    }
     Ok(())
 }
 
