@@ -135,6 +135,7 @@ echo "== run the hostile app in the full sandbox"
 spec_for attacker --arg --victim-pid --arg "$victim_pid" \
   --arg --victim-storage --arg "$work/storage-mnt/${cid[victim]}" \
   --arg --host-port --arg "$host_port" --arg --host-abstract --arg opensphere-escape-host \
+  --arg --pid-max --arg "$(cat /proc/sys/kernel/pid_max)" \
   >"$work/attacker.json" || finish 0 1
 "$exec_bin" --spec "$work/attacker.json" --report "$work/attacker-report.json" >"$work/attack.log" 2>"$work/attack.err"
 attack_status=$?
@@ -198,6 +199,8 @@ blocked=$(grep -c '^ATTEMPT .* result=blocked ' <<<"$all")
 escaped=$(grep -c '^ATTEMPT .* result=ESCAPED ' <<<"$all")
 no_verdict=$(grep -c '^ATTEMPT .* result=ERROR ' <<<"$all")
 controls_failed=$(grep -c '^CONTROL .* result=FAILED ' <<<"$all")
+skipped=$(grep -c '^SKIP ' "$work/attack.log")
+((skipped)) && { echo "escape-suite: $skipped attempts were skipped (the host run must make them all)" >&2; no_verdict=$((no_verdict + skipped)); }
 grep -q '^SUMMARY ' "$work/attack.log" || { echo "escape-suite: the hostile app did not finish its run" >&2; no_verdict=$((no_verdict + 1)); }
 
 echo

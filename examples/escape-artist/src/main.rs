@@ -69,6 +69,7 @@ struct Options {
     allowed_port: Option<u16>,
     secret: Option<String>,
     device: Option<String>,
+    pid_max: Option<i32>,
 }
 
 impl Options {
@@ -86,6 +87,7 @@ impl Options {
                 "--allowed-port" => options.allowed_port = value.and_then(|v| v.parse().ok()),
                 "--secret" => options.secret = value,
                 "--device" => options.device = value,
+                "--pid-max" => options.pid_max = value.and_then(|v| v.parse().ok()),
                 other => eprintln!("escape-artist: ignoring unknown option {other}"),
             }
         }
@@ -261,6 +263,16 @@ impl Runner {
             _ => self.errors += 1,
         }
         say(&format!("ATTEMPT name={name} result={result} detail={}", detail.replace(char::is_whitespace, "_")));
+    }
+
+    /// An attempt that needs the victim's host pid; without it (inside the device image, where
+    /// the app manager starts both apps) it is reported as skipped and not counted.
+    fn attempt_on_victim(&mut self, name: &str, victim_pid: i32, attempt: impl FnOnce(i32) -> Verdict) {
+        if victim_pid <= 1 {
+            say(&format!("SKIP name={name} reason=no_--victim-pid_given"));
+            return;
+        }
+        self.attempt(name, Duration::from_secs(10), || attempt(victim_pid));
     }
 
     fn control(&mut self, name: &str, ok: Result<String, String>) {
@@ -479,10 +491,10 @@ fn attack(options: &Options) -> i32 {
     let path = format!("{victim_storage}/secret");
     run.attempt("read_victim_storage_host_path", quick, || read_file(&path));
     run.attempt("write_victim_storage_host_path", quick, || write_file(&format!("{victim_storage}/planted")));
-    run.attempt("read_victim_storage_via_proc_root", quick, || {
-        read_file(&format!("/proc/{victim_pid}/root/mnt/config/secret"))
+    run.attempt_on_victim("read_victim_storage_via_proc_root", victim_pid, |pid| {
+        read_file(&format!("/proc/{pid}/root/mnt/config/secret"))
     });
-    run.attempt("read_victim_environ", quick, || read_file(&format!("/proc/{victim_pid}/environ")));
+    run.attempt_on_victim("read_victim_environ", victim_pid, |pid| read_file(&format!("/proc/{pid}/environ")));
     run.attempt("read_etc_shadow", quick, || read_file("/etc/shadow"));
     run.attempt("list_etc", quick, || match std::fs::read_dir("/etc") {
         Ok(_) => Escaped("/etc is listable".into()),
@@ -590,7 +602,7 @@ fn attack(options: &Options) -> i32 {
         // SAFETY: setns with an fd we opened.
         refused(unsafe { libc::setns(fd as i32, 0) } as i64, "setns")
     });
-    run.attempt("setns_victim_net_ns", quick, || read_file(&format!("/proc/{victim_pid}/ns/net")));
+    run.attempt_on_victim("setns_victim_net_ns", victim_pid, |pid| read_file(&format!("/proc/{pid}/ns/net")));
 
     // --- Other processes
     let sibling = spawn_sibling();
@@ -598,9 +610,9 @@ fn attack(options: &Options) -> i32 {
         // SAFETY: ptrace on a pid; no memory passed.
         refused(unsafe { libc::ptrace(libc::PTRACE_ATTACH, sibling, 0, 0) } as i64, "ptrace(ATTACH) sibling")
     });
-    run.attempt("ptrace_attach_victim", quick, || {
+    run.attempt_on_victim("ptrace_attach_victim", victim_pid, |pid| {
         // SAFETY: ptrace on a pid; no memory passed.
-        refused(unsafe { libc::ptrace(libc::PTRACE_ATTACH, victim_pid, 0, 0) } as i64, "ptrace(ATTACH) victim")
+        refused(unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) } as i64, "ptrace(ATTACH) victim")
     });
     run.attempt("process_vm_readv_sibling", quick, || {
         let mut buffer = [0u8; 8];
@@ -610,15 +622,12 @@ fn attack(options: &Options) -> i32 {
         refused(unsafe { libc::process_vm_readv(sibling, &local, 1, &remote, 1, 0) } as i64, "process_vm_readv")
     });
     run.attempt("write_sibling_proc_mem", quick, || write_file(&format!("/proc/{sibling}/mem")));
-    run.attempt("kill_victim_host_pid", quick, || {
-        if victim_pid <= 1 {
-            return Escaped("no --victim-pid given: no verdict possible".into());
-        }
+    run.attempt_on_victim("kill_victim_host_pid", victim_pid, |pid| {
         // SAFETY: kill with integers.
-        refused(unsafe { libc::kill(victim_pid, libc::SIGUSR1) } as i64, "kill(victim, SIGUSR1)")
+        refused(unsafe { libc::kill(pid, libc::SIGUSR1) } as i64, "kill(victim, SIGUSR1)")
     });
-    run.attempt("pidfd_open_victim", quick, || {
-        refused(syscall6(libc::SYS_pidfd_open, [victim_pid as _, 0, 0, 0, 0, 0]), "pidfd_open victim")
+    run.attempt_on_victim("pidfd_open_victim", victim_pid, |pid| {
+        refused(syscall6(libc::SYS_pidfd_open, [pid as _, 0, 0, 0, 0, 0]), "pidfd_open victim")
     });
     run.attempt("signal_scan_host_pids", Duration::from_secs(60), || {
         let ours = own_pids();
