@@ -80,7 +80,7 @@ image=$(scripts/build-image.sh --fresh-data | tail -n 1)
 step "installing hello-sphere into the device's data partition (development mode on)"
 cargo build --release --locked -p sphere-appd
 mnt=$(mktemp -d)
-trap 'umount "$mnt" 2>/dev/null; rm -rf "$app" "$mnt"' EXIT
+trap 'umount "$mnt" 2>/dev/null || true; rm -rf "$app" "$mnt"' EXIT
 mount -o loop "$image/data.ext4" "$mnt"
 mkdir -p "$mnt/sphere"
 touch "$mnt/sphere/development-mode"
@@ -92,8 +92,15 @@ umount "$mnt"
 
 step "booting the image; the app manager starts hello-sphere in its sandbox (clean poweroff after ${seconds}s)"
 log=$out/console.log
-scripts/run-qemu.sh --image-dir "$image" --timeout "$seconds" --log "$log"
+# The run ends by our --timeout: run-qemu then powers the guest off cleanly and exits 124.
+status=0
+scripts/run-qemu.sh --image-dir "$image" --timeout "$seconds" --log "$log" || status=$?
 echo >&2
+if ((status != 0 && status != 124)); then
+  echo "demo: the QEMU run failed (status $status); see $log" >&2
+  exit 1
+fi
+grep -q 'milestone shutdown-complete action=poweroff' "$log" || { echo "demo: no clean poweroff; see $log" >&2; exit 1; }
 if grep -q '\[hello-sphere\] hello-sphere: heartbeat' "$log"; then
   step "hello-sphere ran sandboxed on the device; what it reported:"
   grep -E '\[hello-sphere\] hello-sphere: (started|access|storage)' "$log" | sed 's/^/  /' >&2
