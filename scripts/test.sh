@@ -43,7 +43,9 @@ run_suite() {
   case "$1" in
     rust-format) cargo fmt --all --check ;;
     rust-lint) cargo clippy --workspace --all-targets --locked -- -D warnings ;;
-    rust-tests) cargo test --workspace --locked ;;
+    # Build every binary first: integration tests run other crates' binaries (sphere-appd's
+    # daemon test starts sphere-sandbox-exec), which `cargo test` alone does not build.
+    rust-tests) cargo build --workspace --locked && cargo test --workspace --locked ;;
     cross-build) scripts/cross-build.sh ;;
     fuzz-smoke) scripts/fuzz.sh 15 ;;
     escape) tests/escape-suite.sh ;;
