@@ -6,7 +6,7 @@
 //! a successful `execve` closes the pipe (close-on-exec), which is how the launcher knows the app
 //! is running.
 
-use crate::landlock_rules::{self, STANDARD_DEVICES};
+use crate::landlock_rules;
 use crate::seccomp::Policy;
 use crate::spec::{APP_MOUNT, LogTarget, STORAGE_MOUNT, SandboxSpec, TELEMETRY_FD};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -292,9 +292,4 @@ fn exec(plan: &ChildPlan<'_>) -> String {
     // SAFETY: NULL-terminated arrays of pointers to NUL-terminated strings that outlive the call.
     unsafe { libc::execve(plan.entry_point.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     format!("execve {}: {}", plan.entry_point.to_string_lossy(), std::io::Error::last_os_error())
-}
-
-/// The standard device nodes, for the launcher's device directory.
-pub(crate) fn standard_devices() -> &'static [&'static str] {
-    &STANDARD_DEVICES
 }

@@ -193,7 +193,7 @@ fn prepare_host_dirs(spec: &SandboxSpec) -> Result<(PathBuf, PathBuf), SandboxEr
     }
     let dev_dir = devices.join(&spec.component_id);
     let mut nodes = Vec::new();
-    for path in child::standard_devices() {
+    for path in crate::landlock_rules::STANDARD_DEVICES {
         nodes.push(DeviceNode::of(Path::new(path), 0o666, None)?);
     }
     for grant in &spec.devices {
