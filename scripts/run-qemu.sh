@@ -16,6 +16,9 @@
 #   --hostfwd SPEC     add hostfwd=SPEC to the user network (repeatable), e.g. tcp:127.0.0.1:2222-:22
 #   --guestfwd SPEC    add guestfwd=SPEC (repeatable), e.g. tcp:10.0.2.100:8883-tcp:127.0.0.1:8883
 #   --data FILE        data disk to attach (default IMAGE_DIR/data.ext4)
+#   --appd-socket PATH host end of the app manager's development port (default: in the run's
+#                      temporary directory, printed at start); in development mode
+#                      `sphere app ... --socket PATH` manages the guest's apps through it
 #   --quiet            do not echo the console (it is still logged)
 #   -h, --help
 #
@@ -43,6 +46,7 @@ command=
 selftest=0
 append=()
 log_file=
+appd_socket=
 data_disk=
 quiet=0
 netdev="user,id=n0,restrict=on"
@@ -57,6 +61,7 @@ while (($#)); do
     --selftest) selftest=1 ;;
     --append) append+=("${2:?}"); shift ;;
     --log) log_file=${2:?}; shift ;;
+    --appd-socket) appd_socket=${2:?}; shift ;;
     --hostfwd) netdev+=",hostfwd=${2:?}"; shift ;;
     --guestfwd) netdev+=",guestfwd=${2:?}"; shift ;;
     --data) data_disk=${2:?}; shift ;;
@@ -95,6 +100,7 @@ mkdir -p "$(dirname "$log_file")"
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/opensphere-qemu.XXXXXX")
 trap 'rm -rf "$run_dir"' EXIT
 ctl_socket="$run_dir/ctl.sock"
+[[ -n $appd_socket ]] || appd_socket="$run_dir/appd.sock"
 
 qemu=(
   qemu-system-arm -M virt,highmem=off -cpu cortex-a7 -m "$memory"
@@ -108,12 +114,15 @@ qemu=(
   -device virtio-rng-device
   -chardev "socket,id=ctl,path=$ctl_socket,server=on,wait=off"
   -device virtio-serial-device -device virtserialport,chardev=ctl,name=sphere.ctl
+  -chardev "socket,id=appd,path=$appd_socket,server=on,wait=off"
+  -device virtserialport,chardev=appd,name=sphere.appd
   "${extra[@]}"
 )
 
 echo "run-qemu: image $image_dir (-m $memory, timeout ${timeout}s)" >&2
 echo "run-qemu: kernel command line: $cmdline" >&2
 echo "run-qemu: console log $log_file; control socket $ctl_socket" >&2
+echo "run-qemu: app manager (development mode only): sphere app list --socket $appd_socket" >&2
 helper=(python3 "$repo_root/scripts/qemu-console.py" --log "$log_file" --milestones "$log_file.milestones.json"
   --timeout "$timeout" --ctl-socket "$ctl_socket")
 [[ -n $command ]] && helper+=(--command "$command")

@@ -3,14 +3,15 @@
 # missing host packages can be installed; scripts/install-host-deps.sh says which).
 #
 # Usage: scripts/test.sh [--skip-boot] [--only SUITE]... [--list]
-#   --skip-boot   do not run the QEMU boot test (it is then reported as skipped, never silently)
+#   --skip-boot   do not run the QEMU suites (boot, escape-qemu, device-cli); they are then
+#                 reported as skipped, never silently
 #   --only SUITE  run only the named suites (repeatable); --list shows them
 #
 # Each suite prints its own output; the last line is a summary "suites: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape kernel-config yocto-layer boot)
+SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape kernel-config yocto-layer boot escape-qemu device-cli)
 declare -A DESCRIPTION=(
   [rust-format]="cargo fmt --check over the workspace"
   [rust-lint]="cargo clippy -D warnings over every target"
@@ -21,6 +22,8 @@ declare -A DESCRIPTION=(
   [kernel-config]="kernel fragments merge, and a bad fragment fails naming the symbol"
   [yocto-layer]="oelint-adv over meta-sphere and crates.inc freshness"
   [boot]="build the A7 image and boot it under QEMU (tests/boot-test.sh)"
+  [escape-qemu]="the escape suite inside the QEMU image, apps started by sphere-appd"
+  [device-cli]="sphere app install/list/logs/stop/remove against a QEMU guest in development mode"
 )
 
 skip_boot=0
@@ -52,6 +55,8 @@ run_suite() {
     kernel-config) tests/kernel-config-test.sh ;;
     yocto-layer) scripts/check-layer.sh ;;
     boot) tests/boot-test.sh ;;
+    escape-qemu) tests/escape-suite-qemu.sh ;;
+    device-cli) tests/device-cli-test.sh ;;
   esac
 }
 
@@ -74,7 +79,7 @@ fi
 passed=0 failed=0 skipped=0
 failed_names=()
 for suite in "${selected[@]}"; do
-  if [[ $suite == boot && $skip_boot == 1 ]]; then
+  if [[ $suite =~ ^(boot|escape-qemu|device-cli)$ && $skip_boot == 1 ]]; then
     echo "== $suite: SKIPPED (--skip-boot given)"
     skipped=$((skipped + 1))
     continue

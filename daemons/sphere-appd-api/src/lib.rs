@@ -16,6 +16,10 @@ pub const OBJECT_PATH: &str = "/org/opensphere/AppManager1";
 pub const INTERFACE: &str = "org.opensphere.AppManager1";
 /// Peer-to-peer socket used when no bus daemon runs.
 pub const P2P_SOCKET: &str = "/run/sphere/appd.sock";
+/// Largest package accepted as bytes over D-Bus (the bus limit is 128 MiB; apps are far smaller).
+pub const MAX_PACKAGE_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Name of the virtio-serial port that carries the API to a host in development mode.
+pub const DEV_PORT_NAME: &str = "sphere.appd";
 
 /// One app as the manager sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
@@ -58,6 +62,9 @@ pub trait AppManager {
     /// Verify and install the package at `package_path` (a path the daemon can read); starts it.
     /// Returns the ComponentId.
     fn install(&self, package_path: &str) -> zbus::Result<String>;
+    /// Verify and install a package sent as bytes (for clients on another machine, such as the
+    /// `sphere` CLI talking to a QEMU guest over its development port); starts it.
+    fn install_package(&self, package: &[u8]) -> zbus::Result<String>;
     /// Stop and remove an app and its storage.
     fn remove(&self, component_id: &str) -> zbus::Result<()>;
     fn list(&self) -> zbus::Result<Vec<AppStatus>>;

@@ -33,6 +33,8 @@ pub struct Config {
     pub system_bus: bool,
     /// Lines of each app's output kept in memory for `Logs`.
     pub log_lines: usize,
+    /// Virtio-serial port over which a host reaches the API, in development mode only.
+    pub dev_port: Option<String>,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             socket: sphere_appd_api::P2P_SOCKET.into(),
             system_bus: false,
             log_lines: 200,
+            dev_port: Some(sphere_appd_api::DEV_PORT_NAME.to_owned()),
         }
     }
 }

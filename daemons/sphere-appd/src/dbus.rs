@@ -29,6 +29,14 @@ impl AppManagerService {
         Ok(app.component_id.to_string())
     }
 
+    async fn install_package(&self, package: Vec<u8>) -> fdo::Result<String> {
+        if package.len() > sphere_appd_api::MAX_PACKAGE_MESSAGE_BYTES {
+            return Err(fdo::Error::InvalidArgs("package too large to send over D-Bus".to_owned()));
+        }
+        let app = self.manager.install_bytes(package).await.map_err(failed)?;
+        Ok(app.component_id.to_string())
+    }
+
     async fn remove(&self, component_id: &str) -> fdo::Result<()> {
         self.manager.remove(self::component_id(component_id)?).await.map_err(failed)
     }

@@ -11,5 +11,6 @@
 
 pub mod config;
 pub mod dbus;
+pub mod dev_port;
 pub mod manager;
 pub mod store;

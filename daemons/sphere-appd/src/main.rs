@@ -132,6 +132,9 @@ fn serve(args: &Args) -> Result<(), String> {
         let manager = sphere_appd::manager::Manager::open(config.clone())?;
         manager.install_inbox().await;
         manager.start_all();
+        if let (Some(port), false) = (config.dev_port.clone(), config.system_bus) {
+            tokio::spawn(sphere_appd::dev_port::serve(std::sync::Arc::clone(&manager), port, config.socket.clone()));
+        }
         let server = {
             let manager = std::sync::Arc::clone(&manager);
             async move {

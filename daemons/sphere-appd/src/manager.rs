@@ -112,6 +112,18 @@ impl Manager {
         Ok(installed)
     }
 
+    /// Install from package bytes received over D-Bus: spooled to a file on the data partition
+    /// (bounded by the message size limit), installed like any package, then deleted.
+    pub async fn install_bytes(self: &Arc<Self>, package: Vec<u8>) -> Result<InstalledApp, String> {
+        let spool = self.config.store_dir.join("staging");
+        let file = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(&spool)
+            .map_err(|e| format!("cannot spool the package: {e}"))?;
+        std::fs::write(file.path(), &package).map_err(|e| format!("cannot spool the package: {e}"))?;
+        self.install(file.path().to_owned()).await
+    }
+
     /// Install every package waiting in the inbox (deleting each, installed or refused).
     pub async fn install_inbox(self: &Arc<Self>) {
         let Ok(entries) = std::fs::read_dir(&self.config.inbox_dir) else { return };
@@ -157,6 +169,10 @@ impl Manager {
         for id in ids {
             self.stop(id).await;
         }
+    }
+
+    pub fn development_mode(&self) -> bool {
+        self.config.development_mode_flag.exists()
     }
 
     pub fn start(self: &Arc<Self>, id: Uuid) -> Result<(), String> {

@@ -18,10 +18,8 @@ pub fn run(command: AppCommand, output: &Output) -> Result<(), CommandError> {
 async fn dispatch(command: AppCommand, output: &Output) -> Result<(), CommandError> {
     match command {
         AppCommand::Install { file, device } => {
-            let path =
-                file.canonicalize().map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
             let proxy = connect(&device).await?;
-            let id = proxy.install(&path.to_string_lossy()).await.map_err(refused)?;
+            let id = install(&proxy, &file).await?;
             let status = proxy.status(&id).await.map_err(refused)?;
             output.print(&json!({ "ok": true, "app": &status }), || {
                 format!("installed {} {}\n{}", status.name, id, describe(&status))
@@ -71,6 +69,19 @@ async fn dispatch(command: AppCommand, output: &Output) -> Result<(), CommandErr
         }
     }
     Ok(())
+}
+
+/// Send the package's bytes, so the device needs no access to this machine's files (a QEMU
+/// guest over its development port); packages too large for one D-Bus message go by path.
+async fn install(proxy: &AppManagerProxy<'_>, file: &Path) -> Result<String, CommandError> {
+    let unreadable = |e: std::io::Error| CommandError::Usage(format!("cannot read {}: {e}", file.display()));
+    let size = std::fs::metadata(file).map_err(unreadable)?.len();
+    if size <= sphere_appd_api::MAX_PACKAGE_MESSAGE_BYTES as u64 {
+        let bytes = std::fs::read(file).map_err(unreadable)?;
+        return proxy.install_package(&bytes).await.map_err(refused);
+    }
+    let path = file.canonicalize().map_err(unreadable)?;
+    proxy.install(&path.to_string_lossy()).await.map_err(refused)
 }
 
 async fn connect(device: &DeviceArgs) -> Result<AppManagerProxy<'static>, CommandError> {
