@@ -71,7 +71,13 @@ pub trait AppManager {
     fn start(&self, component_id: &str) -> zbus::Result<()>;
     /// SIGTERM, then SIGKILL after the grace period, as on Azure Sphere.
     fn stop(&self, component_id: &str) -> zbus::Result<()>;
+    /// Stop (SIGTERM, grace, SIGKILL) and start again.
+    fn restart(&self, component_id: &str) -> zbus::Result<()>;
     fn status(&self, component_id: &str) -> zbus::Result<AppStatus>;
+    /// Development mode: packages signed by development keys install only while it is on. A
+    /// local admin action (the API is reachable only by root on the device); off by default.
+    fn set_development_mode(&self, enabled: bool) -> zbus::Result<()>;
+    fn development_mode(&self) -> zbus::Result<bool>;
     /// The last `max_lines` lines the app wrote to stdout and stderr.
     fn logs(&self, component_id: &str, max_lines: u32) -> zbus::Result<Vec<String>>;
     fn violations(&self, component_id: &str) -> zbus::Result<Vec<Violation>>;

@@ -56,6 +56,21 @@ impl AppManagerService {
         Ok(())
     }
 
+    async fn restart(&self, component_id: &str) -> fdo::Result<()> {
+        let id = self::component_id(component_id)?;
+        self.manager.status(id).map_err(failed)?;
+        self.manager.stop(id).await;
+        self.manager.start(id).map_err(failed)
+    }
+
+    async fn set_development_mode(&self, enabled: bool) -> fdo::Result<()> {
+        self.manager.set_development_mode(enabled).map_err(failed)
+    }
+
+    async fn development_mode(&self) -> bool {
+        self.manager.development_mode()
+    }
+
     async fn status(&self, component_id: &str) -> fdo::Result<AppStatus> {
         self.manager.status(self::component_id(component_id)?).map_err(failed)
     }

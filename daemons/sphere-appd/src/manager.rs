@@ -175,6 +175,22 @@ impl Manager {
         self.config.development_mode_flag.exists()
     }
 
+    /// Switch development mode by creating or deleting its flag file on the data partition.
+    pub fn set_development_mode(&self, enabled: bool) -> Result<(), String> {
+        let flag = &self.config.development_mode_flag;
+        let result = if enabled {
+            flag.parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| fs_atomic::write_bytes(flag, 0o600, b"on\n").map(drop))
+        } else {
+            match std::fs::remove_file(flag) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        };
+        result.map_err(|e| format!("cannot switch development mode ({}): {e}", flag.display()))
+    }
+
     pub fn start(self: &Arc<Self>, id: Uuid) -> Result<(), String> {
         if lock(&self.store).get(id).is_none() {
             return Err(StoreError::NotInstalled(id).to_string());

@@ -122,6 +122,18 @@ fn install_run_stop_and_remove_through_dbus() {
         let uid_line = started.iter().find(|l| l.contains("uid=")).unwrap();
         assert!(!uid_line.contains("uid=0"), "the app must not run as root: {uid_line}");
 
+        let first_pid = proxy.status(APP_ID).await.unwrap().pid;
+        proxy.restart(APP_ID).await.unwrap();
+        wait_for("the restarted app", || async { proxy.status(APP_ID).await.unwrap().state == "running" }).await;
+        assert_ne!(proxy.status(APP_ID).await.unwrap().pid, first_pid, "restart runs a new process");
+
+        assert!(!proxy.development_mode().await.unwrap(), "development mode is off by default");
+        proxy.set_development_mode(true).await.unwrap();
+        assert!(proxy.development_mode().await.unwrap());
+        assert!(root.join("devmode").exists());
+        proxy.set_development_mode(false).await.unwrap();
+        assert!(!proxy.development_mode().await.unwrap());
+
         proxy.stop(APP_ID).await.unwrap();
         let stopped = proxy.status(APP_ID).await.unwrap();
         assert_eq!(stopped.state, "stopped");

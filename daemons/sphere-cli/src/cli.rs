@@ -36,9 +36,28 @@ pub enum Command {
     /// Check app manifests.
     #[command(subcommand)]
     Manifest(ManifestCommand),
-    /// Package, verify and inspect signed apps.
+    /// Package, verify and inspect signed apps; install and manage them on a device.
     #[command(subcommand)]
     App(AppCommand),
+    /// Device settings held by the app manager.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// Allow packages signed by development keys (sideloading). Needs root on the device.
+    #[command(after_help = "Example:\n  sphere device enable-development\n\n\
+        Off by default. Apps already installed stay; new development-signed packages are refused once it is off.")]
+    EnableDevelopment {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Refuse packages signed by development keys again.
+    DisableDevelopment {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +160,12 @@ pub enum AppCommand {
     },
     /// Stop an app: SIGTERM, then SIGKILL after its grace period.
     Stop {
+        component_id: String,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Stop an app and start it again.
+    Restart {
         component_id: String,
         #[command(flatten)]
         device: DeviceArgs,

@@ -8,11 +8,26 @@ use sphere_appd_api::{AppManagerProxy, AppStatus};
 use std::path::Path;
 
 pub fn run(command: AppCommand, output: &Output) -> Result<(), CommandError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    client_runtime()?.block_on(dispatch(command, output))
+}
+
+pub fn development_mode(enabled: bool, device: &DeviceArgs, output: &Output) -> Result<(), CommandError> {
+    client_runtime()?.block_on(async {
+        let proxy = connect(device).await?;
+        proxy.set_development_mode(enabled).await.map_err(refused)?;
+        let now = proxy.development_mode().await.map_err(refused)?;
+        output.print(&json!({ "ok": true, "development_mode": now }), || {
+            format!("development mode {}", if now { "on: development-signed packages install" } else { "off" })
+        });
+        Ok(())
+    })
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CommandError::Usage(format!("cannot start the client runtime: {e}")))?;
-    runtime.block_on(dispatch(command, output))
+        .map_err(|e| CommandError::Usage(format!("cannot start the client runtime: {e}")))
 }
 
 async fn dispatch(command: AppCommand, output: &Output) -> Result<(), CommandError> {
@@ -42,6 +57,12 @@ async fn dispatch(command: AppCommand, output: &Output) -> Result<(), CommandErr
         AppCommand::Stop { component_id, device } => {
             let proxy = connect(&device).await?;
             proxy.stop(&component_id).await.map_err(refused)?;
+            let status = proxy.status(&component_id).await.map_err(refused)?;
+            output.print(&json!({ "ok": true, "app": &status }), || describe(&status));
+        }
+        AppCommand::Restart { component_id, device } => {
+            let proxy = connect(&device).await?;
+            proxy.restart(&component_id).await.map_err(refused)?;
             let status = proxy.status(&component_id).await.map_err(refused)?;
             output.print(&json!({ "ok": true, "app": &status }), || describe(&status));
         }

@@ -5,7 +5,7 @@ mod device;
 mod keys;
 mod manifest;
 
-use crate::cli::{AppCommand, Command, HardwareArgs, KeysCommand, ManifestCommand};
+use crate::cli::{AppCommand, Command, DeviceCommand, HardwareArgs, KeysCommand, ManifestCommand};
 use crate::output::{CommandError, Output};
 use sphere_app_format::HardwareDefinitionSet;
 use sphere_app_format::hardware_definition::HardwareDefinitionError;
@@ -20,6 +20,10 @@ pub fn run(command: Command, output: &Output) -> Result<(), CommandError> {
         Command::App(AppCommand::Verify { file, trust }) => app::verify(&file, &trust, output),
         Command::App(AppCommand::Show { file, trust }) => app::show(&file, &trust, output),
         Command::App(device_command) => device::run(device_command, output),
+        Command::Device(DeviceCommand::EnableDevelopment { device }) => device::development_mode(true, &device, output),
+        Command::Device(DeviceCommand::DisableDevelopment { device }) => {
+            device::development_mode(false, &device, output)
+        }
     }
 }
 
