@@ -2,7 +2,7 @@
 # Run OpenSphere's fuzz targets (cargo-fuzz / libFuzzer) for a fixed time each.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-#   default: 60 seconds for each of manifest, package_verify, hardware_definition
+#   default: 60 seconds for each of manifest, package_verify, hardware_definition, intercore_stream
 # Prints each target's executions and exits non-zero if any target finds a crash
 # (the reproducer is left under daemons/*/fuzz/artifacts/).
 #
@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(manifest package_verify hardware_definition)
+((${#targets[@]})) || targets=(manifest package_verify hardware_definition intercore_stream)
 fuzz_dir=daemons/sphere-app-format/fuzz
+intercore_fuzz_dir=daemons/sphere-intercore/fuzz
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1
@@ -35,6 +36,7 @@ seed_corpus() {
   printf 'data' >"$app/lib/data.bin" && ln -s data.bin "$app/lib/link"
   target/debug/sphere app package "$app" -o "$corpus/package_verify/seed.sphpkg" --key "$fuzz_dir/keys/fuzz-signing.key" >/dev/null
   rm -rf "$app"
+  python3 scripts/intercore.py seed "$intercore_fuzz_dir/corpus/intercore_stream"
 }
 
 seed_corpus
@@ -42,7 +44,9 @@ status=0
 for target in "${targets[@]}"; do
   echo "fuzz: $target for ${seconds}s" >&2
   log=$(mktemp)
-  if (cd "$fuzz_dir" && cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536) >"$log" 2>&1; then
+  dir=$fuzz_dir
+  [[ $target == intercore_* ]] && dir=$intercore_fuzz_dir
+  if (cd "$dir" && cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536) >"$log" 2>&1; then
     verdict=ok
   else
     verdict=CRASH
