@@ -3,7 +3,7 @@
 # missing host packages can be installed; scripts/install-host-deps.sh says which).
 #
 # Usage: scripts/test.sh [--skip-boot] [--only SUITE]... [--list]
-#   --skip-boot   do not run the QEMU suites (boot, escape-qemu, device-cli); they are then
+#   --skip-boot   do not run the QEMU suites (boot, escape-qemu, device-cli, m4); they are then
 #                 reported as skipped, never silently
 #   --only SUITE  run only the named suites (repeatable); --list shows them
 #
@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape kernel-config yocto-layer boot escape-qemu device-cli)
+SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape kernel-config yocto-layer boot escape-qemu device-cli m4)
 declare -A DESCRIPTION=(
   [rust-format]="cargo fmt --check over the workspace"
   [rust-lint]="cargo clippy -D warnings over every target"
@@ -24,6 +24,7 @@ declare -A DESCRIPTION=(
   [boot]="build the A7 image and boot it under QEMU (tests/boot-test.sh)"
   [escape-qemu]="the escape suite inside the QEMU image, apps started by sphere-appd"
   [device-cli]="sphere app install/list/logs/stop/remove against a QEMU guest in development mode"
+  [m4]="the Cortex-M4 firmware under QEMU mps2-an386: inter-core echo, backpressure, deadlines (tests/m4-test.sh)"
 )
 
 skip_boot=0
@@ -57,6 +58,7 @@ run_suite() {
     boot) tests/boot-test.sh ;;
     escape-qemu) tests/escape-suite-qemu.sh ;;
     device-cli) tests/device-cli-test.sh ;;
+    m4) tests/m4-test.sh ;;
   esac
 }
 
@@ -79,7 +81,7 @@ fi
 passed=0 failed=0 skipped=0
 failed_names=()
 for suite in "${selected[@]}"; do
-  if [[ $suite =~ ^(boot|escape-qemu|device-cli)$ && $skip_boot == 1 ]]; then
+  if [[ $suite =~ ^(boot|escape-qemu|device-cli|m4)$ && $skip_boot == 1 ]]; then
     echo "== $suite: SKIPPED (--skip-boot given)"
     skipped=$((skipped + 1))
     continue
