@@ -31,6 +31,17 @@ else
   finish
 fi
 
+# The apps' manifests are valid Azure Sphere real-time manifests, and name the ids the firmware uses.
+for manifest in daemons/sphere-rt-m4/apps/*/app_manifest.json; do
+  id=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["ComponentId"] if m["ApplicationType"] == "RealTimeCapable" else "")' "$manifest")
+  if cargo run -q -p sphere-cli -- manifest check "$manifest" >/dev/null &&
+    [[ -n $id ]] && grep -q "\"$id\"" daemons/sphere-rt-m4/src/main.rs; then
+    ok "$manifest: valid, RealTimeCapable, id $id in the firmware"
+  else
+    not_ok "$manifest: valid and its id in the firmware"
+  fi
+done
+
 work=$(mktemp -d)
 qemu_pid=
 cleanup() {
