@@ -23,8 +23,9 @@ CVE_PRODUCT = "opensphere:sphere-dev-keys"
 
 inherit allarch
 
-# Where devices look for the public keys they accept app packages from.
-SPHERE_APP_TRUST_DIR ?= "${sysconfdir}/sphere/trust/apps"
+# Where sphere-appd looks for development keys: trusted only while development
+# mode is on (its development_keys_dir).
+SPHERE_APP_TRUST_DIR ?= "${sysconfdir}/sphere/dev-keys"
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
