@@ -7,7 +7,7 @@
 
 use super::listing::{EntryKind, Listing, ListingEntry};
 use super::verify::{SIGNATURE_FORMAT, SignatureDocument};
-use super::{LISTING_ENTRY, Limits, MANIFEST_PATH, PackageError, SIGNATURE_DOMAIN, SIGNATURE_ENTRY};
+use super::{HashingReader, LISTING_ENTRY, Limits, MANIFEST_PATH, PackageError, SIGNATURE_DOMAIN, SIGNATURE_ENTRY};
 use crate::fs_atomic;
 use crate::keys::{KeyId, SigningKeyPair};
 use crate::manifest::{self, LoadedManifest};
@@ -179,28 +179,13 @@ fn append_file<W: Write>(
     entry: &ListingEntry,
 ) -> Result<(), PackageError> {
     let file = File::open(on_disk).map_err(|e| source_io(on_disk, e))?;
-    let mut reader = HashingTake { inner: file.take(entry.size), hasher: Sha256::new(), count: 0 };
+    let mut reader = HashingReader { inner: file.take(entry.size), hasher: Sha256::new(), count: 0, capture: None };
     append(builder, header, &mut reader)?;
     let digest: [u8; 32] = reader.hasher.finalize().into();
     if reader.count != entry.size || Some(digest) != entry.sha256 {
         return Err(PackageError::SourceChanged { path: entry.path.clone() });
     }
     Ok(())
-}
-
-struct HashingTake<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for HashingTake<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        self.hasher.update(&buf[..read]);
-        self.count += read as u64;
-        Ok(read)
-    }
 }
 
 fn base_header(path: &str, kind: tar::EntryType, mode: u32, size: u64) -> Result<tar::Header, PackageError> {

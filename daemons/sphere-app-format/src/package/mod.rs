@@ -141,3 +141,24 @@ impl PackageError {
         }
     }
 }
+
+/// Counts and hashes what passes through it, optionally keeping a copy (the manifest).
+pub(crate) struct HashingReader<'c, R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: sha2::Sha256,
+    pub(crate) count: u64,
+    pub(crate) capture: Option<&'c mut Vec<u8>>,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        self.count += read as u64;
+        if let Some(capture) = self.capture.as_deref_mut() {
+            capture.extend_from_slice(&buf[..read]);
+        }
+        Ok(read)
+    }
+}

@@ -1,7 +1,7 @@
 //! Streaming verification: one pass over the archive, bounded memory, every byte hashed.
 
 use super::listing::{EntryKind, Listing, ListingEntry};
-use super::{LISTING_ENTRY, Limits, MANIFEST_PATH, PackageError, SIGNATURE_DOMAIN, SIGNATURE_ENTRY};
+use super::{HashingReader, LISTING_ENTRY, Limits, MANIFEST_PATH, PackageError, SIGNATURE_DOMAIN, SIGNATURE_ENTRY};
 use crate::keys::{KeyId, TrustStore};
 use crate::manifest::{self, AppManifest, MAX_MANIFEST_BYTES, ManifestWarning};
 use base64::Engine;
@@ -308,23 +308,4 @@ fn stream_file<R: Read>(
         return Err(PackageError::DigestMismatch { path: listed.path.clone() });
     }
     Ok(())
-}
-
-struct HashingReader<'c, R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-    capture: Option<&'c mut Vec<u8>>,
-}
-
-impl<R: Read> Read for HashingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        self.hasher.update(&buf[..read]);
-        self.count += read as u64;
-        if let Some(capture) = self.capture.as_deref_mut() {
-            capture.extend_from_slice(&buf[..read]);
-        }
-        Ok(read)
-    }
 }
