@@ -51,24 +51,20 @@ async fn dispatch(command: AppCommand, output: &Output) -> Result<(), CommandErr
         AppCommand::Start { component_id, device } => {
             let proxy = connect(&device).await?;
             proxy.start(&component_id).await.map_err(refused)?;
-            let status = proxy.status(&component_id).await.map_err(refused)?;
-            output.print(&json!({ "ok": true, "app": &status }), || describe(&status));
+            print_status(&proxy, &component_id, output).await?;
         }
         AppCommand::Stop { component_id, device } => {
             let proxy = connect(&device).await?;
             proxy.stop(&component_id).await.map_err(refused)?;
-            let status = proxy.status(&component_id).await.map_err(refused)?;
-            output.print(&json!({ "ok": true, "app": &status }), || describe(&status));
+            print_status(&proxy, &component_id, output).await?;
         }
         AppCommand::Restart { component_id, device } => {
             let proxy = connect(&device).await?;
             proxy.restart(&component_id).await.map_err(refused)?;
-            let status = proxy.status(&component_id).await.map_err(refused)?;
-            output.print(&json!({ "ok": true, "app": &status }), || describe(&status));
+            print_status(&proxy, &component_id, output).await?;
         }
         AppCommand::Status { component_id, device } => {
-            let status = connect(&device).await?.status(&component_id).await.map_err(refused)?;
-            output.print(&json!({ "ok": true, "app": &status }), || describe(&status));
+            print_status(&connect(&device).await?, &component_id, output).await?;
         }
         AppCommand::Logs { component_id, lines, device } => {
             let logs = connect(&device).await?.logs(&component_id, lines).await.map_err(refused)?;
@@ -133,6 +129,13 @@ fn refused(error: zbus::Error) -> CommandError {
         other => other.to_string(),
     };
     CommandError::invalid(message)
+}
+
+/// Print an app's state after a command changed it (or to answer `status`).
+async fn print_status(proxy: &AppManagerProxy<'_>, component_id: &str, output: &Output) -> Result<(), CommandError> {
+    let status = proxy.status(component_id).await.map_err(refused)?;
+    output.print(&json!({ "ok": true, "app": &status }), || describe(&status));
+    Ok(())
 }
 
 fn describe(status: &AppStatus) -> String {
