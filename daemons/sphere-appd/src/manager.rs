@@ -142,9 +142,33 @@ impl Manager {
         self.stop(id).await;
         lock(&self.store).remove(id).map_err(|e| e.to_string())?;
         lock(&self.runtimes).remove(&id);
+        self.release_sandbox(id);
         let _ = std::fs::remove_file(self.storage_image(id));
         self.emit(id, "removed");
         Ok(())
+    }
+
+    /// Undo what the launcher keeps between runs of a removed app: its storage mount, pinned
+    /// network namespace and cgroup. Failures are reported; the app is already gone.
+    fn release_sandbox(&self, id: Uuid) {
+        let runtime_dir = &self.config.runtime_dir;
+        let mount = runtime_dir.join("storage").join(id.to_string());
+        if storage::is_mounted(&mount) {
+            let path = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()).unwrap_or_default();
+            // SAFETY: a NUL-terminated path; MNT_DETACH only detaches the mount.
+            if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+                eprintln!("sphere-appd: cannot unmount {}: {}", mount.display(), std::io::Error::last_os_error());
+            }
+        }
+        let _ = std::fs::remove_dir(&mount);
+        let cid = id.to_string();
+        if let Err(error) = sphere_sandbox::netns::remove(&runtime_dir.join("sandbox"), &cid) {
+            eprintln!("sphere-appd: cannot remove the network namespace of {cid}: {error}");
+        }
+        let (support, _) = sphere_sandbox::cgroup::detect();
+        if let Err(error) = sphere_sandbox::cgroup::remove_app(&support, &self.config.cgroup_parent, &cid) {
+            eprintln!("sphere-appd: cannot remove the cgroup of {cid}: {error}");
+        }
     }
 
     /// Start every installed high-level app (at daemon start).

@@ -146,8 +146,12 @@ fn install_run_stop_and_remove_through_dbus() {
         let unknown = proxy.start("00000000-0000-0000-0000-00000000000a").await;
         assert!(unknown.is_err(), "starting an unknown app fails");
 
+        let storage_mount = root.join("run/storage").join(APP_ID);
+        assert!(sphere_sandbox::storage::is_mounted(&storage_mount), "the app's storage was mounted");
         proxy.remove(APP_ID).await.unwrap();
         assert!(proxy.list().await.unwrap().is_empty());
+        assert!(!storage_mount.exists(), "removing the app unmounts and deletes its storage mount point");
+        assert!(!root.join("storage").join(format!("{APP_ID}.ext4")).exists(), "and deletes its storage image");
     });
 }
 
