@@ -86,8 +86,8 @@ check "the refusal names the tampered file" grep -q 'bin/app' "$work/tampered.er
 check "stop: state stopped" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app stop $id | grep -q 'state      stopped'"
 check "remove: list is empty again" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app remove $id >/dev/null && dev app list | grep -q 'no apps installed'"
 
-ctl=$(sed -n 's/.*control socket \(.*\)$/\1/p' "$work/run-qemu.err" | head -1)
-python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'poweroff\n')" "$ctl" 2>/dev/null
+# The console helper owns the control port; SIGTERM makes it ask the guest for a clean poweroff.
+pkill -TERM -f "qemu-console.py --log $work/console.log"
 wait "$qemu_pid"
 qemu_pid=
 check "clean poweroff" grep -q 'milestone shutdown-complete action=poweroff' "$work/console.log"
