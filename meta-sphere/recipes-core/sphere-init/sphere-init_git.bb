@@ -1,5 +1,3 @@
-# nooelint: oelint.var.bbclassextend
-# (no BBCLASSEXTEND: PID 1 of the device: a native or SDK build has no use)
 SUMMARY = "OpenSphere init (PID 1)"
 DESCRIPTION = "sphere-init mounts the kernel filesystems and the data \
                partition, brings up the network, starts and supervises the OpenSphere daemons \
@@ -19,7 +17,7 @@ inherit sphere_cargo
 SPHERE_CRATE_DIR = "daemons/sphere-init"
 
 # The kernel starts /sbin/init unless told otherwise; sphere-init is that init.
-do_install:append() {
+do_install:append:class-target() {
     install -d ${D}${base_sbindir}
     mv ${D}${bindir}/sphere-init ${D}${base_sbindir}/sphere-init
     ln -sf sphere-init ${D}${base_sbindir}/init
@@ -28,3 +26,7 @@ do_install:append() {
 
 # Other init systems own /sbin/init too; only one can be installed.
 RCONFLICTS:${PN} = "sysvinit systemd"
+
+# The native build checks init.json files at build time (sphere-device-config)
+# with the same parser the device runs: `sphere-init --check-config FILE`.
+BBCLASSEXTEND = "native"
