@@ -20,6 +20,9 @@ pub const P2P_SOCKET: &str = "/run/sphere/appd.sock";
 pub const MAX_PACKAGE_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Name of the virtio-serial port that carries the API to a host in development mode.
 pub const DEV_PORT_NAME: &str = "sphere.appd";
+/// Name of the virtio-serial port that carries the inter-core link (QEMU board: wired to the
+/// M4 machine's UART1).
+pub const INTERCORE_PORT_NAME: &str = "sphere.intercore";
 
 /// One app as the manager sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
@@ -28,7 +31,8 @@ pub struct AppStatus {
     pub name: String,
     /// First 16 hex digits of the installed package's listing digest.
     pub version: String,
-    /// `stopped`, `starting`, `running`, `backoff` (waiting to restart after a crash) or `failed`.
+    /// `stopped`, `starting`, `running`, `backoff` (waiting to restart after a crash) or `failed`;
+    /// real-time apps: `deployed` (their firmware handed to the real-time core's loader).
     pub state: String,
     /// 0 when not running.
     pub pid: u32,
@@ -42,7 +46,8 @@ pub struct AppStatus {
 /// A count of one kind of denial observed for an app.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct Violation {
-    /// `seccomp-kill`, `landlock-denied`, `oom-kill`, `crash`.
+    /// `seccomp-kill`, `landlock-denied`, `oom-kill`, `crash`, `intercore-refused` (an
+    /// `Application_Connect` to an app the two manifests do not both allow).
     pub kind: String,
     pub count: u64,
     /// Unix seconds of the first and last occurrence.

@@ -35,6 +35,14 @@ pub struct Config {
     pub log_lines: usize,
     /// Virtio-serial port over which a host reaches the API, in development mode only.
     pub dev_port: Option<String>,
+    /// The inter-core link to the real-time core: a device path (a UART tty, ...) ...
+    pub intercore_device: Option<PathBuf>,
+    /// ... or the name of a virtio-serial port (the QEMU board's link), used when no device is
+    /// given. Neither present: high-level apps' connect requests are answered "no link".
+    pub intercore_port: Option<String>,
+    /// Where real-time apps' firmware images are deployed for the real-time core's loader
+    /// (`<ComponentId>.elf`, and `deployed.json` listing them).
+    pub rt_firmware_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -55,6 +63,9 @@ impl Default for Config {
             system_bus: false,
             log_lines: 200,
             dev_port: Some(sphere_appd_api::DEV_PORT_NAME.to_owned()),
+            intercore_device: None,
+            intercore_port: Some(sphere_appd_api::INTERCORE_PORT_NAME.to_owned()),
+            rt_firmware_dir: "/run/sphere/rt".into(),
         }
     }
 }

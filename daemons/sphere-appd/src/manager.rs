@@ -7,12 +7,15 @@
 //! high-level apps run forever on Azure Sphere and are restarted if they exit.
 
 use crate::config::{Config, key_files};
+use crate::intercore::Broker;
 use crate::store::{AppStore, DeviceTrust, InstalledApp, StoreError};
 use sphere_app_format::HardwareDefinitionSet;
 use sphere_app_format::fs_atomic;
+use sphere_app_format::manifest::{AppManifest, ApplicationType};
 use sphere_appd_api::{AppStatus, Violation};
 use sphere_sandbox::{CgroupLimits, ExitCause, ExitReport, LaunchContext, launcher, spec_from_manifest, storage};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,6 +49,8 @@ pub struct Manager {
     runtimes: Arc<Mutex<HashMap<Uuid, Runtime>>>,
     stop_requests: Mutex<HashMap<Uuid, Arc<Notify>>>,
     events: broadcast::Sender<(String, String)>,
+    /// The inter-core link, when this device has one.
+    intercore: Option<Arc<Broker>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,6 +74,7 @@ impl Manager {
         };
         let (events, _) = broadcast::channel(64);
         prepare_cgroup_parent(&config.cgroup_parent);
+        let intercore = open_intercore(&config);
         Ok(Arc::new(Manager {
             config,
             store: Mutex::new(store),
@@ -76,6 +82,7 @@ impl Manager {
             runtimes: Arc::new(Mutex::new(HashMap::new())),
             stop_requests: Mutex::new(HashMap::new()),
             events,
+            intercore,
         }))
     }
 
@@ -216,8 +223,13 @@ impl Manager {
     }
 
     pub fn start(self: &Arc<Self>, id: Uuid) -> Result<(), String> {
-        if lock(&self.store).get(id).is_none() {
-            return Err(StoreError::NotInstalled(id).to_string());
+        let manifest = {
+            let store = lock(&self.store);
+            let app = store.get(id).ok_or_else(|| StoreError::NotInstalled(id).to_string())?;
+            store.manifest(app).map_err(|e| e.to_string())?
+        };
+        if manifest.application_type == ApplicationType::RealTimeCapable {
+            return self.deploy_real_time(id, &manifest);
         }
         let mut runtimes = lock(&self.runtimes);
         let runtime = runtimes.entry(id).or_default();
@@ -230,6 +242,87 @@ impl Manager {
         let manager = Arc::clone(self);
         tokio::spawn(async move { manager.supervise(id).await });
         Ok(())
+    }
+
+    /// A real-time app does not run on this core: its firmware (the package's entry point) is
+    /// handed to the real-time core's loader, `rt_firmware_dir/<ComponentId>.elf`, and listed in
+    /// `deployed.json` there. On the QEMU board the M4 machine is started by the runner from the
+    /// same signed package (scripts/run-qemu.sh --m4-package); on hardware a remoteproc driver
+    /// would load the file.
+    fn deploy_real_time(&self, id: Uuid, manifest: &AppManifest) -> Result<(), String> {
+        let source = {
+            let store = lock(&self.store);
+            let app = store.get(id).ok_or_else(|| StoreError::NotInstalled(id).to_string())?;
+            store.app_dir(app).join(manifest.entry_point.trim_start_matches('/'))
+        };
+        let dir = &self.config.rt_firmware_dir;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let target = dir.join(format!("{id}.elf"));
+        let image = std::fs::read(&source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+        fs_atomic::write_bytes(&target, 0o644, &image)
+            .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+        let mut deployed: BTreeMap<String, String> = std::fs::read(dir.join("deployed.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        deployed.insert(id.to_string(), manifest.name.clone());
+        let json = serde_json::to_vec_pretty(&deployed).map_err(|e| e.to_string())?;
+        fs_atomic::write_bytes(&dir.join("deployed.json"), 0o644, &json).map_err(|e| e.to_string())?;
+        lock(&self.runtimes).entry(id).or_default();
+        self.set_state(id, "deployed", 0);
+        eprintln!("sphere-appd: real-time app {} {id} deployed ({} bytes of firmware)", manifest.name, image.len());
+        Ok(())
+    }
+
+    /// May high-level app `app` connect to real-time app `rt`? Only when both manifests list
+    /// each other in `AllowedApplicationConnections` (read from the installed, verified
+    /// manifests at the time of the request). A refusal is counted as an `intercore-refused`
+    /// violation of the requesting app.
+    pub fn intercore_policy(&self, app: Uuid, rt: Uuid) -> Result<(), String> {
+        let verdict = {
+            let store = lock(&self.store);
+            let manifest_of = |id: Uuid| store.get(id).map(|a| store.manifest(a));
+            match (manifest_of(app), manifest_of(rt)) {
+                (Some(Ok(ours)), _) if !ours.capabilities.allowed_application_connections.contains(&rt) => {
+                    Err(format!("{} does not list {rt} in AllowedApplicationConnections", ours.name))
+                }
+                (Some(Ok(_)), None) => Err(format!("no app {rt} is installed")),
+                (Some(Ok(_)), Some(Ok(theirs))) if theirs.application_type != ApplicationType::RealTimeCapable => {
+                    Err(format!("{} is not a real-time app", theirs.name))
+                }
+                (Some(Ok(_)), Some(Ok(theirs)))
+                    if !theirs.capabilities.allowed_application_connections.contains(&app) =>
+                {
+                    Err(format!("{} ({rt}) does not list {app} in AllowedApplicationConnections", theirs.name))
+                }
+                (Some(Ok(_)), Some(Ok(_))) => Ok(()),
+                (None, _) => Err(format!("app {app} is not installed")),
+                (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e.to_string()),
+            }
+        };
+        if let Err(why) = &verdict {
+            eprintln!("sphere-appd: inter-core connection {app} -> {rt} refused: {why}");
+            self.record_violation(app, "intercore-refused", why.clone());
+        } else {
+            eprintln!("sphere-appd: inter-core connection {app} -> {rt} opened");
+        }
+        verdict
+    }
+
+    fn record_violation(&self, id: Uuid, kind: &'static str, detail: String) {
+        let now = unix_now();
+        let mut runtimes = lock(&self.runtimes);
+        let runtime = runtimes.entry(id).or_default();
+        let entry = runtime.violations.entry(kind).or_insert_with(|| Violation {
+            kind: kind.to_owned(),
+            count: 0,
+            first_seen: now,
+            last_seen: now,
+            detail: String::new(),
+        });
+        entry.count += 1;
+        entry.last_seen = now;
+        entry.detail = detail;
     }
 
     /// Ask the app to stop (SIGTERM, then SIGKILL after its grace period) and wait until it has.
@@ -317,7 +410,7 @@ impl Manager {
         while lock(&self.runtimes).get(&id).is_some_and(|r| r.wanted_running) {
             self.set_state(id, "starting", 0);
             let started = Instant::now();
-            let ended = self.run_once(id, &stop).await;
+            let ended = Arc::clone(&self).run_once(id, &stop).await;
             let stopped = !lock(&self.runtimes).get(&id).is_some_and(|r| r.wanted_running);
             self.record_exit(id, &ended);
             if stopped {
@@ -343,12 +436,38 @@ impl Manager {
     }
 
     /// One run of the app in its sandbox.
-    async fn run_once(&self, id: Uuid, stop: &Notify) -> Result<ExitReport, String> {
-        let (spec_file, report_file) = self.prepare(id)?;
+    async fn run_once(self: Arc<Self>, id: Uuid, stop: &Notify) -> Result<ExitReport, String> {
+        // The app's private API socket (Application_Connect): our end is served by a thread,
+        // theirs goes through the launcher to fd 4 of the app.
+        let (api_ours, api_theirs) =
+            sphere_applibs::seqpacket_pair().map_err(|e| format!("cannot create the app's API socket: {e}"))?;
+        let api_fd = api_theirs.as_raw_fd();
+        let (spec_file, report_file) = self.prepare(id, Some(api_fd))?;
         let mut command =
             tokio::process::Command::from(launcher::command(&self.config.launcher, &spec_file, &report_file));
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and only
+        // clears close-on-exec on the one fd the launcher must inherit.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(api_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.config.launcher.display()))?;
+        drop(api_theirs);
+        {
+            let manager = Arc::clone(&self);
+            let broker = self.intercore.clone();
+            let spawned = std::thread::Builder::new().name("app-api".into()).spawn(move || {
+                crate::intercore::serve_app_api(api_ours, id, broker, |app, rt| manager.intercore_policy(app, rt));
+            });
+            if let Err(error) = spawned {
+                eprintln!("sphere-appd: cannot serve the API of {id}: {error}");
+            }
+        }
         let pid = child.id().unwrap_or(0);
         self.set_state(id, "running", pid);
         let name = lock(&self.store).get(id).map(|a| a.name.clone()).unwrap_or_default();
@@ -376,7 +495,7 @@ impl Manager {
     }
 
     /// Write the app's sandbox spec (and create its storage on first start).
-    fn prepare(&self, id: Uuid) -> Result<(PathBuf, PathBuf), String> {
+    fn prepare(&self, id: Uuid, app_api_fd: Option<i32>) -> Result<(PathBuf, PathBuf), String> {
         let (app, manifest, app_root) = {
             let store = lock(&self.store);
             let app = store.get(id).cloned().ok_or_else(|| StoreError::NotInstalled(id).to_string())?;
@@ -402,7 +521,8 @@ impl Manager {
             cgroup_parent: self.config.cgroup_parent.clone(),
             runtime_dir: runtime_dir.join("sandbox"),
         };
-        let spec = spec_from_manifest(&manifest, &peripherals, &context).map_err(|e| e.to_string())?;
+        let mut spec = spec_from_manifest(&manifest, &peripherals, &context).map_err(|e| e.to_string())?;
+        spec.app_api_fd = app_api_fd;
         if let Some(storage) = &spec.storage {
             if !storage.image.exists() {
                 std::fs::create_dir_all(&self.config.storage_dir).map_err(|e| e.to_string())?;
@@ -484,6 +604,26 @@ impl Manager {
                 runtime.last_exit = describe_cause(&report.cause);
             }
             Err(error) => runtime.last_exit = format!("launch failed: {error}"),
+        }
+    }
+}
+
+/// The inter-core link named by the configuration, if this device has it. A missing link is not
+/// fatal: apps run, and their connect requests are answered "no link".
+fn open_intercore(config: &Config) -> Option<Arc<Broker>> {
+    let device = match (&config.intercore_device, &config.intercore_port) {
+        (Some(device), _) => device.clone(),
+        (None, Some(name)) => crate::intercore::find_virtio_port(name)?,
+        (None, None) => return None,
+    };
+    match Broker::open(&device) {
+        Ok(broker) => {
+            eprintln!("sphere-appd: inter-core link on {}", device.display());
+            Some(broker)
+        }
+        Err(error) => {
+            eprintln!("sphere-appd: cannot open the inter-core link {}: {error}", device.display());
+            None
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::landlock_rules;
 use crate::seccomp::Policy;
-use crate::spec::{APP_MOUNT, LogTarget, STORAGE_MOUNT, SandboxSpec, TELEMETRY_FD};
+use crate::spec::{APP_API_FD, APP_MOUNT, LogTarget, STORAGE_MOUNT, SandboxSpec, TELEMETRY_FD};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::ffi::CString;
 use std::io::Write;
@@ -211,13 +211,29 @@ fn set_stdio(plan: &ChildPlan<'_>) -> Step {
             LogTarget::Null => dup_to(null.as_raw_fd(), fd)?,
         }
     }
-    let first_closed = match plan.telemetry_write {
-        Some(write) => {
-            dup_to(write, TELEMETRY_FD)?;
-            TELEMETRY_FD + 1
-        }
-        None => TELEMETRY_FD,
+    // Move the kept fds above every low number first, so that moving one to its target
+    // cannot overwrite another that happens to sit there.
+    let high = |fd: RawFd| -> Result<RawFd, String> {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we own; no memory is touched.
+        let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64) };
+        if moved < 0 { Err(format!("fcntl F_DUPFD {fd}: {}", std::io::Error::last_os_error())) } else { Ok(moved) }
     };
+    let telemetry = plan.telemetry_write.map(high).transpose()?;
+    let app_api = plan.spec.app_api_fd.map(high).transpose()?;
+    // dup2 clears close-on-exec on the target; a number not kept stays marked below.
+    let mut first_closed = TELEMETRY_FD;
+    if let Some(write) = telemetry {
+        dup_to(write, TELEMETRY_FD)?;
+        first_closed = TELEMETRY_FD + 1;
+    }
+    if let Some(api) = app_api {
+        if telemetry.is_none() {
+            // SAFETY: marks one fd close-on-exec (CLOSE_RANGE_CLOEXEC = 4); no memory is touched.
+            unsafe { libc::syscall(libc::SYS_close_range, TELEMETRY_FD as u32, TELEMETRY_FD as u32, 4u32) };
+        }
+        dup_to(api, APP_API_FD)?;
+        first_closed = APP_API_FD + 1;
+    }
     // Everything else the launcher had open is closed at exec (the error pipe must live until
     // then). CLOSE_RANGE_CLOEXEC = 4.
     // SAFETY: marks fds close-on-exec; no memory is touched.

@@ -312,6 +312,9 @@ pub fn spawn(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
     } else {
         (None, None)
     };
+    if spec.app_api_fd.is_some() {
+        envp.push(cstring(&format!("SPHERE_APP_API_FD={}", crate::spec::APP_API_FD), "env")?);
+    }
     let (sync_read, sync_write) = pipe_cloexec()?;
     let (error_read, error_write) = pipe_cloexec()?;
     let cgroup_dir = match app_cgroup.as_ref().and_then(AppCgroup::v2_dir) {

@@ -19,6 +19,9 @@ pub const APP_MOUNT: &str = "/app";
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/sphere-sandbox";
 /// The fd number an app finds its telemetry pipe on (when enabled); see [`SandboxSpec::telemetry`].
 pub const TELEMETRY_FD: i32 = 3;
+/// The fd number an app finds its app manager API socket on (when given); see
+/// [`SandboxSpec::app_api_fd`].
+pub const APP_API_FD: i32 = 4;
 
 /// Everything the launcher needs to start one app process in its sandbox.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +55,12 @@ pub struct SandboxSpec {
     /// applibs wrapper reports denials the kernel does not tell the launcher about (Landlock
     /// EACCES), one `landlock-denied <what>` line each.
     pub telemetry: bool,
+    /// A socket the launcher inherited (not close-on-exec) from the app manager, given to the
+    /// app on fd [`APP_API_FD`] (env `SPHERE_APP_API_FD`): the app's private line to the app
+    /// manager's per-app API (inter-core `Application_Connect`). It is the only way in: the
+    /// sandbox has no path to any socket of the manager.
+    #[serde(default)]
+    pub app_api_fd: Option<i32>,
 }
 
 /// `MutableStorage`: an ext4 image file with a hard size, see [`crate::storage`].
@@ -229,6 +238,7 @@ pub fn spec_from_manifest(
         stderr: LogTarget::Inherit,
         stop_grace_ms: 5_000,
         telemetry: true,
+        app_api_fd: None,
     };
     spec.validate()?;
     Ok(spec)

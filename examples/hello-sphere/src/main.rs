@@ -3,7 +3,13 @@
 //! It does what a first app on a new board does: says hello, reports which of the resources its
 //! manifest asked for it can actually reach, and then beats a heartbeat until it is told to stop.
 //! The report makes a sandbox visible: granted paths open, everything else is refused.
-//! Standard library only, so the binary stays small on a 16 MB-flash device.
+//! It also talks to the real-time echo app on the M4 core through `Application_Connect`
+//! (`sphere-applibs`): one message there and its reply back, as Azure Sphere's inter-core
+//! samples do. `hello-sphere intercore-test` runs the longer exercise that
+//! tests/intercore-qemu-test.sh and scripts/bench-intercore.sh read from its output.
+//! Standard library and sphere-applibs only, so the binary stays small on a 16 MB-flash device.
+
+mod intercore;
 
 use std::io::Write;
 use std::path::Path;
@@ -15,6 +21,10 @@ const STORAGE_DIR: &str = "/mnt/config";
 const PROBED_PATHS: [&str; 3] = ["/dev/gpiochip0", "/etc/shadow", "/proc/1/environ"];
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("intercore-test") {
+        intercore::exercise();
+        return;
+    }
     let beats = std::env::args().nth(1).and_then(|arg| arg.parse::<u64>().ok());
     say(&format!("hello-sphere: started, pid {}", std::process::id()));
     for path in PROBED_PATHS {
@@ -25,6 +35,7 @@ fn main() {
         say(&format!("hello-sphere: access {path}: {verdict}"));
     }
     say(&format!("hello-sphere: storage: {}", storage_report(Path::new(STORAGE_DIR))));
+    say(&format!("hello-sphere: real-time echo app: {}", intercore::hello()));
     let mut beat: u64 = 0;
     while beats.is_none_or(|limit| beat < limit) {
         beat += 1;
@@ -44,7 +55,7 @@ fn storage_report(dir: &Path) -> String {
     }
 }
 
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let mut stdout = std::io::stdout().lock();
     // A closed stdout must not kill the app; the heartbeat goes on.
     let _ = writeln!(stdout, "{line}");
