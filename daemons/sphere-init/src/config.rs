@@ -50,12 +50,34 @@ pub struct Config {
     pub boot_timeout_ms: u64,
     #[serde(default)]
     pub services: Vec<Service>,
+    /// The A/B health check that commits a trial slot (see `slots`).
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// What must hold, besides every enabled service having been ready, before a trial slot is
+/// committed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `IP:PORT` that must accept a TCP connection (the cloud is reachable). An IP literal:
+    /// init does no name resolution.
+    #[serde(default)]
+    pub reachable: Option<std::net::SocketAddr>,
+    /// Connection timeout for `reachable`, per attempt (three attempts, one second apart).
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_health_timeout_ms() -> u64 {
+    3000
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `/dev/vdb`, or `serial:NAME` for the virtio-blk disk whose serial is NAME.
+    /// `/dev/vdb`, `serial:NAME` (the virtio-blk disk whose serial is NAME), `partname:NAME`
+    /// (the GPT partition named NAME); alternatives joined by `|` are tried in order.
     pub device: String,
     #[serde(default = "default_data_fstype")]
     pub fstype: String,
@@ -203,6 +225,7 @@ impl Default for Config {
             stop_timeout_ms: default_stop_timeout_ms(),
             boot_timeout_ms: default_boot_timeout_ms(),
             services: Vec::new(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -288,9 +311,11 @@ impl Config {
                 .push(format!("hostname: '{}' is not a valid host name (letters, digits, '-', ≤ 63)", self.hostname));
         }
         if let Some(data) = &self.data {
-            if !(data.device.starts_with("/dev/") || data.device.strip_prefix("serial:").is_some_and(|s| !s.is_empty()))
-            {
-                problems.push(format!("data.device: '{}' must be /dev/... or serial:NAME", data.device));
+            if !crate::mounts::valid_device_spec(&data.device) {
+                problems.push(format!(
+                    "data.device: '{}' must be /dev/..., serial:NAME or partname:NAME (alternatives joined by '|')",
+                    data.device
+                ));
             }
             if !data.mountpoint.starts_with('/') || data.mountpoint == "/" {
                 problems.push(format!("data.mountpoint: '{}' must be an absolute path other than /", data.mountpoint));

@@ -3,6 +3,8 @@
 //!
 //! Kernel command line: `sphere.root=serial:NAME` (virtio-blk serial, default
 //! `serial:sphere-root`) or `sphere.root=/dev/vda`, and `sphere.rootfstype=` (default `erofs`).
+//! `sphere.root=ab` boots an A/B disk: this stage then plays the boot loader's part with the
+//! boot-state record (see `slots`) and leaves a watchdog behind on a trial boot.
 
 use std::ffi::CString;
 use std::path::Path;
@@ -44,8 +46,24 @@ pub fn run() -> ! {
     let cmdline = Cmdline::from_proc();
     let root = cmdline.get("sphere.root").unwrap_or("serial:sphere-root").to_string();
     let fstype = cmdline.get("sphere.rootfstype").unwrap_or("erofs").to_string();
-    let Some(device) = mounts::resolve_device(&root, Duration::from_secs(10)) else {
-        fatal(&mut log, &format!("root device {root} not found"));
+    let mut ab = None;
+    let device = if root == "ab" {
+        match crate::slots::select(&mut log, Duration::from_secs(10)) {
+            Ok(selected) => {
+                let fields = crate::slots::decision_fields(selected.decision);
+                let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                log.milestone("slot-selected", &refs);
+                let device = selected.device.clone();
+                ab = Some(selected);
+                device
+            }
+            Err(err) => fatal(&mut log, &format!("A/B boot: {err}")),
+        }
+    } else {
+        let Some(device) = mounts::resolve_device(&root, Duration::from_secs(10)) else {
+            fatal(&mut log, &format!("root device {root} not found"));
+        };
+        device
     };
     let _ = std::fs::create_dir_all(NEWROOT);
     let device_str = device.to_string_lossy().into_owned();
@@ -83,6 +101,12 @@ pub fn run() -> ! {
         fatal(&mut log, &format!("switch_root: {err}"));
     }
     log.milestone("switch-root", &[]);
+    if let Some(selected) = &ab {
+        if let sphere_slots::BootDecision::Trial { slot, .. } = selected.decision {
+            let timeout = crate::slots::trial_timeout(&cmdline);
+            crate::slots::spawn_trial_watchdog(&mut log, &selected.bootenv, slot, timeout);
+        }
+    }
     let init = c"/sbin/init";
     let argv: Vec<CString> = vec![CString::from(init)];
     let err = nix::unistd::execv(init, &argv);

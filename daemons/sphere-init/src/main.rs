@@ -28,6 +28,7 @@ mod net;
 mod ringlog;
 mod selftest;
 mod shutdown;
+mod slots;
 mod supervisor;
 
 use std::path::Path;
@@ -114,7 +115,8 @@ fn pid1() -> ! {
         None => None,
     };
     let services = config.enabled_services(&cmdline);
-    let action: Action = supervisor::Supervisor::new(&mut log, &config, services, after_boot, selftest).run();
+    let ab = slots::AbSystem::detect(&mut log);
+    let action: Action = supervisor::Supervisor::new(&mut log, &config, services, after_boot, selftest, ab).run();
     shutdown::finish(&mut log, action, data_mountpoint.as_deref())
 }
 

@@ -75,8 +75,17 @@ pub fn ensure_stdio() {
     }
 }
 
-/// Resolves `/dev/X` or `serial:NAME` (the virtio-blk disk whose serial is NAME) once.
+/// Resolves `/dev/X`, `serial:NAME` (the virtio-blk disk whose serial is NAME) or
+/// `partname:NAME` (the GPT partition named NAME, as on the A/B disk) once. A spec may list
+/// alternatives separated by `|`, tried in order: `serial:sphere-data|partname:data` finds the
+/// data disk of the single-root image and the data partition of the A/B disk alike.
 pub fn resolve_device_once(spec: &str) -> Option<PathBuf> {
+    if spec.contains('|') {
+        return spec.split('|').find_map(resolve_device_once);
+    }
+    if let Some(name) = spec.strip_prefix("partname:") {
+        return sphere_slots::layout::find_partition(name);
+    }
     if let Some(serial) = spec.strip_prefix("serial:") {
         let entries = std::fs::read_dir("/sys/block").ok()?;
         for entry in entries.flatten() {
@@ -94,6 +103,16 @@ pub fn resolve_device_once(spec: &str) -> Option<PathBuf> {
         let path = PathBuf::from(spec);
         path.exists().then_some(path)
     }
+}
+
+/// True when every `|`-separated alternative of `spec` is `/dev/...`, `serial:NAME` or
+/// `partname:NAME` (what [`resolve_device_once`] understands).
+pub fn valid_device_spec(spec: &str) -> bool {
+    spec.split('|').all(|one| {
+        one.starts_with("/dev/")
+            || one.strip_prefix("serial:").is_some_and(|s| !s.is_empty())
+            || one.strip_prefix("partname:").is_some_and(|s| !s.is_empty())
+    })
 }
 
 /// Waits up to `timeout` for a device to appear (drivers may still be probing).
@@ -154,5 +173,15 @@ mod tests {
         assert_eq!(resolve_device_once("/dev/null"), Some(PathBuf::from("/dev/null")));
         assert_eq!(resolve_device_once("/dev/sphere-none"), None);
         assert_eq!(resolve_device_once("serial:sphere-none"), None);
+        assert_eq!(resolve_device_once("partname:sphere-none"), None);
+        assert_eq!(resolve_device_once("serial:sphere-none|/dev/null"), Some(PathBuf::from("/dev/null")));
+    }
+
+    #[test]
+    fn device_specs_are_validated_per_alternative() {
+        assert!(valid_device_spec("serial:sphere-data|partname:data"));
+        assert!(valid_device_spec("/dev/vdb"));
+        assert!(!valid_device_spec("serial:sphere-data|vdb"));
+        assert!(!valid_device_spec("partname:"));
     }
 }

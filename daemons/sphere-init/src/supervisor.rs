@@ -94,6 +94,9 @@ pub struct Supervisor<'a> {
     selftest: bool,
     stop_timeout: Duration,
     shutdown: Option<Shutdown>,
+    /// The A/B system (None on a single-root image): boot-complete runs its health check.
+    ab: Option<crate::slots::AbSystem>,
+    health: crate::config::HealthConfig,
 }
 
 fn ms(n: u64) -> Duration {
@@ -107,6 +110,7 @@ impl<'a> Supervisor<'a> {
         services: Vec<Service>,
         after_boot: Option<Action>,
         selftest: bool,
+        ab: Option<crate::slots::AbSystem>,
     ) -> Self {
         let signals = match SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
             Ok(fd) => Some(fd),
@@ -149,6 +153,8 @@ impl<'a> Supervisor<'a> {
             selftest,
             stop_timeout: ms(config.stop_timeout_ms),
             shutdown: None,
+            ab,
+            health: config.health.clone(),
         }
     }
 
@@ -217,6 +223,7 @@ impl<'a> Supervisor<'a> {
         }
         self.boot_done = true;
         let count = self.services.len().to_string();
+        let services_ok = pending.is_empty();
         if pending.is_empty() {
             self.log.milestone("boot-complete", &[("services", &count)]);
         } else {
@@ -225,6 +232,13 @@ impl<'a> Supervisor<'a> {
         }
         if self.selftest {
             crate::selftest::rss_facts(self.log);
+        }
+        // A/B: commit a trial slot, or reboot so its next attempt (or the fallback) comes.
+        if let Some(ab) = self.ab.as_mut() {
+            if let Some(action) = ab.boot_complete(self.log, services_ok, &self.health) {
+                self.request(action, "health-check");
+                return;
+            }
         }
         if let Some(action) = self.after_boot {
             self.log.info(format!("sphere.after_boot={}: requesting it now", action.name()));

@@ -34,6 +34,8 @@ pub const DEFAULT_ENV_SIZE: usize = 0x4000;
 pub const DEFAULT_REDUNDANT_OFFSET: u64 = 0x1_0000;
 /// Smallest environment we accept: header plus the two NULs of an empty environment.
 const MIN_ENV_SIZE: usize = 16;
+/// Write granularity of [`EnvStore::write`] (a disk sector).
+const SECTOR: usize = 512;
 /// Largest environment we accept (U-Boot boards use 8 KiB to 256 KiB).
 pub const MAX_ENV_SIZE: usize = 1 << 20;
 
@@ -335,7 +337,11 @@ impl EnvStore {
         let buf = encode_copy(env, self.location.size, Some(flags))?;
         let mut file = OpenOptions::new().write(true).open(&self.location.path).map_err(|e| self.io(e))?;
         file.seek(SeekFrom::Start(self.location.offsets[target])).map_err(|e| self.io(e))?;
-        file.write_all(&buf).map_err(|e| self.io(e))?;
+        // Sector by sector, as a disk commits it: a kill or power cut can land between any
+        // two sectors, and the host power-cut test (tests/record-powercut.sh) exercises that.
+        for sector in buf.chunks(SECTOR) {
+            file.write_all(sector).map_err(|e| self.io(e))?;
+        }
         file.sync_data().map_err(|e| self.io(e))?;
         Ok(())
     }
