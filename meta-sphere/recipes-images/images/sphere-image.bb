@@ -6,6 +6,10 @@ DESCRIPTION = "The image a device ships with: sphere-init as PID 1 and the \
 
 require sphere-image.inc
 
+# The device maker's keys (set SPHERE_TRUSTED_APP_KEYS); sphere-trust-keys fails
+# closed and warns when none are given.
+SPHERE_IMAGE_TRUST_KEYS = "sphere-trust-keys"
+
 # Whatever local.conf or EXTRA_IMAGE_FEATURES ask for, a production image gets
 # none of the development features (local.conf.sample enables several for every
 # image).
