@@ -6,6 +6,7 @@
 #   base   compilers and tools every step needs (always installed)
 #   cross  Debian's rustc 1.85 (our MSRV) + armhf/thumbv7em linkers for device cross builds
 #   image  kernel source, kernel build tools, QEMU and filesystem tools for the A7 test image
+#   ab     the A/B update disk and boot-state record tools (sfdisk, libubootenv)
 set -euo pipefail
 
 RUST_MSRV_DEB=1.85.0+dfsg3-1~deb12u3
@@ -17,6 +18,8 @@ declare -A GROUP_PACKAGES=(
   [image]="linux-source-6.12 bc flex bison libssl-dev libelf-dev gcc-arm-linux-gnueabihf gcc-12-plugin-dev-arm-linux-gnueabihf cpio xz-utils zstd kmod qemu-system-arm e2fsprogs squashfs-tools erofs-utils"
   # The app sandbox's escape suite and benchmark: bubblewrap to compare against, mke2fs for storage images.
   [sandbox]="bubblewrap e2fsprogs"
+  # A/B slots: sfdisk for the GPT A/B disk, libubootenv's fw_printenv/fw_setenv to check the record format.
+  [ab]="fdisk libubootenv-tool e2fsprogs erofs-utils"
 )
 
 groups=(base "$@")
