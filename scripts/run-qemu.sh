@@ -16,6 +16,9 @@
 #   --hostfwd SPEC     add hostfwd=SPEC to the user network (repeatable), e.g. tcp:127.0.0.1:2222-:22
 #   --guestfwd SPEC    add guestfwd=SPEC (repeatable), e.g. tcp:10.0.2.100:8883-tcp:127.0.0.1:8883
 #   --data FILE        data disk to attach (default IMAGE_DIR/data.ext4)
+#   --disk FILE        boot the A/B disk FILE instead of the root image and data disk: one GPT
+#                      disk with bootenv, rootfs_a, rootfs_b and data partitions (made by
+#                      scripts/make-ab-disk.sh, see docs/ab-slots.md); adds sphere.root=ab
 #   --appd-socket PATH host end of the app manager's development port (default: in the run's
 #                      temporary directory, printed at start); in development mode
 #                      `sphere app ... --socket PATH` manages the guest's apps through it
@@ -48,6 +51,7 @@ append=()
 log_file=
 appd_socket=
 data_disk=
+ab_disk=
 quiet=0
 netdev="user,id=n0,restrict=on"
 extra=()
@@ -65,6 +69,7 @@ while (($#)); do
     --hostfwd) netdev+=",hostfwd=${2:?}"; shift ;;
     --guestfwd) netdev+=",guestfwd=${2:?}"; shift ;;
     --data) data_disk=${2:?}; shift ;;
+    --disk) ab_disk=${2:?}; shift ;;
     --quiet) quiet=1 ;;
     -h|--help) sed -n '2,/^set -euo pipefail/{/^set -euo/d;s/^# \{0,1\}//;p}' "$script_path"; exit 0 ;;
     --) shift; extra=("$@"); break ;;
@@ -82,10 +87,22 @@ fi
 for file in zImage initramfs.cpio.zst cmdline.txt; do
   [[ -f $image_dir/$file ]] || die "$image_dir/$file missing: run scripts/build-image.sh (or pass --build)"
 done
-rootfs=$(ls "$image_dir"/rootfs.erofs "$image_dir"/rootfs.squashfs 2>/dev/null | head -n1 || true)
-[[ -n $rootfs ]] || die "no rootfs.erofs or rootfs.squashfs in $image_dir"
-data_disk=${data_disk:-$image_dir/data.ext4}
-[[ -f $data_disk ]] || die "data disk $data_disk missing"
+if [[ -n $ab_disk ]]; then
+  [[ -f $ab_disk ]] || die "A/B disk $ab_disk missing"
+  # The initramfs finds the slots and the record by GPT partition name.
+  disks=(-drive "if=none,id=disk,file=$ab_disk,format=raw"
+    -device virtio-blk-device,drive=disk,serial=sphere-disk)
+  append+=(sphere.root=ab)
+else
+  rootfs=$(ls "$image_dir"/rootfs.erofs "$image_dir"/rootfs.squashfs 2>/dev/null | head -n1 || true)
+  [[ -n $rootfs ]] || die "no rootfs.erofs or rootfs.squashfs in $image_dir"
+  data_disk=${data_disk:-$image_dir/data.ext4}
+  [[ -f $data_disk ]] || die "data disk $data_disk missing"
+  disks=(-drive "if=none,id=root,file=$rootfs,format=raw,readonly=on"
+    -device virtio-blk-device,drive=root,serial=sphere-root
+    -drive "if=none,id=data,file=$data_disk,format=raw"
+    -device virtio-blk-device,drive=data,serial=sphere-data)
+fi
 command -v qemu-system-arm >/dev/null || die "qemu-system-arm missing (scripts/install-host-deps.sh image)"
 
 cmdline=$(cat "$image_dir/cmdline.txt")
@@ -106,10 +123,7 @@ qemu=(
   qemu-system-arm -M virt,highmem=off -cpu cortex-a7 -m "$memory"
   -display none -monitor none -serial stdio -no-reboot
   -kernel "$image_dir/zImage" -initrd "$image_dir/initramfs.cpio.zst" -append "$cmdline"
-  -drive "if=none,id=root,file=$rootfs,format=raw,readonly=on"
-  -device virtio-blk-device,drive=root,serial=sphere-root
-  -drive "if=none,id=data,file=$data_disk,format=raw"
-  -device virtio-blk-device,drive=data,serial=sphere-data
+  "${disks[@]}"
   -netdev "$netdev" -device virtio-net-device,netdev=n0
   -device virtio-rng-device
   -chardev "socket,id=ctl,path=$ctl_socket,server=on,wait=off"
