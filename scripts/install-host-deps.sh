@@ -18,6 +18,8 @@ declare -A GROUP_PACKAGES=(
   [image]="linux-source-6.12 bc flex bison libssl-dev libelf-dev gcc-arm-linux-gnueabihf gcc-12-plugin-dev-arm-linux-gnueabihf cpio xz-utils zstd kmod qemu-system-arm e2fsprogs squashfs-tools erofs-utils"
   # The app sandbox's escape suite and benchmark: bubblewrap to compare against, mke2fs for storage images.
   [sandbox]="bubblewrap e2fsprogs"
+  # sphere-netd's firewall test and benchmark: namespaces, veths and nft to list the table.
+  [netd]="nftables iproute2 util-linux python3"
   # A/B slots: sfdisk for the GPT A/B disk, libubootenv's fw_printenv/fw_setenv to check the record format.
   [ab]="fdisk libubootenv-tool e2fsprogs erofs-utils"
 )
