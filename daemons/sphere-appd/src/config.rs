@@ -43,6 +43,9 @@ pub struct Config {
     /// Where real-time apps' firmware images are deployed for the real-time core's loader
     /// (`<ComponentId>.elf`, and `deployed.json` listing them).
     pub rt_firmware_dir: PathBuf,
+    /// scripts/bench-intercore.sh writes "COUNT SIZE" here (development mode only) to have the
+    /// daemon measure a raw byte echo over the link before it starts brokering.
+    pub intercore_bench_flag: PathBuf,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             intercore_device: None,
             intercore_port: Some(sphere_appd_api::INTERCORE_PORT_NAME.to_owned()),
             rt_firmware_dir: "/run/sphere/rt".into(),
+            intercore_bench_flag: "/data/sphere/intercore-raw-bench".into(),
         }
     }
 }

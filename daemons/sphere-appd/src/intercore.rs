@@ -260,6 +260,68 @@ impl Broker {
     }
 }
 
+/// The link's own control endpoint (the firmware's `LinkControl`): all-zero component ids.
+const LINK_CONTROL: ComponentId = ComponentId([0; 16]);
+
+fn wait_readable(fd: &File, deadline: std::time::Instant) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll on one valid pollfd.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, left.as_millis().min(60_000) as libc::c_int) };
+    match ready {
+        r if r < 0 => Err(std::io::Error::last_os_error()),
+        0 => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer from the real-time core")),
+        _ => Ok(()),
+    }
+}
+
+/// The benchmark's baseline (scripts/bench-intercore.sh): `count` round trips of `size` raw
+/// bytes over the same link, no framing, no broker, no app socket. The firmware's link control
+/// endpoint is asked (in a frame) to echo the next `count * size` bytes unframed; it answers
+/// `raw-echo ready N` and the raw round trips follow. Runs before the broker starts.
+pub fn raw_echo_bench(link: &mut File, count: usize, size: usize) -> std::io::Result<Vec<std::time::Duration>> {
+    let mut flow = Flow::new(DEFAULT_WINDOW);
+    let mut frame = [0u8; MAX_FRAME];
+    let reset = flow.reset(LINK_CONTROL, LINK_CONTROL);
+    let request = format!("raw-echo {}", count * size);
+    let header = flow.next_data(LINK_CONTROL, LINK_CONTROL).ok_or_else(|| std::io::Error::other("no credit"))?;
+    for (h, payload) in [(&reset, &b""[..]), (&header, request.as_bytes())] {
+        let n =
+            sphere_intercore::encode(h, payload, &mut frame).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        link.write_all(&frame[..n])?;
+    }
+    let mut decoder: Decoder<MAX_FRAME> = Decoder::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    'ready: loop {
+        wait_readable(link, deadline)?;
+        let n = link.read(&mut chunk)?;
+        let mut fed = 0;
+        while fed < n {
+            fed += decoder.feed(&chunk[fed..n]);
+            while let Some(f) = decoder.poll() {
+                if f.header.src == LINK_CONTROL && f.payload.starts_with(b"raw-echo ready") {
+                    break 'ready;
+                }
+            }
+        }
+    }
+    let message: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = std::time::Instant::now();
+        link.write_all(&message)?;
+        let mut got = 0;
+        let deadline = started + std::time::Duration::from_secs(5);
+        while got < size {
+            wait_readable(link, deadline)?;
+            got += link.read(&mut chunk[..size - got])?;
+        }
+        times.push(started.elapsed());
+    }
+    Ok(times)
+}
+
 trait IntoCid {
     fn into_cid(self) -> ComponentId;
 }

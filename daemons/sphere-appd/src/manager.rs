@@ -616,7 +616,13 @@ fn open_intercore(config: &Config) -> Option<Arc<Broker>> {
         (None, Some(name)) => crate::intercore::find_virtio_port(name)?,
         (None, None) => return None,
     };
-    match Broker::open(&device) {
+    let opened = std::fs::OpenOptions::new().read(true).write(true).open(&device).and_then(|mut link| {
+        if config.development_mode_flag.exists() {
+            raw_echo_bench_if_asked(config, &mut link);
+        }
+        Broker::start(link)
+    });
+    match opened {
         Ok(broker) => {
             eprintln!("sphere-appd: inter-core link on {}", device.display());
             Some(broker)
@@ -625,6 +631,31 @@ fn open_intercore(config: &Config) -> Option<Arc<Broker>> {
             eprintln!("sphere-appd: cannot open the inter-core link {}: {error}", device.display());
             None
         }
+    }
+}
+
+/// The raw-echo baseline of scripts/bench-intercore.sh, when its flag file (on the data
+/// partition, development mode only) asks for it: "COUNT SIZE". Figures go to our log.
+fn raw_echo_bench_if_asked(config: &Config, link: &mut std::fs::File) {
+    let Ok(text) = std::fs::read_to_string(&config.intercore_bench_flag) else { return };
+    let mut words = text.split_whitespace().map(|w| w.parse::<usize>().ok());
+    let (Some(Some(count)), Some(Some(size))) = (words.next(), words.next()) else {
+        eprintln!("sphere-appd: {}: want \"COUNT SIZE\"", config.intercore_bench_flag.display());
+        return;
+    };
+    let (count, size) = (count.clamp(1, 10_000), size.clamp(1, 1024));
+    match crate::intercore::raw_echo_bench(link, count, size) {
+        Ok(mut times) => {
+            times.sort();
+            let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)].as_micros();
+            eprintln!(
+                "sphere-appd: intercore raw-echo ok={}/{count} size={size} median_us={} p99_us={}",
+                times.len(),
+                at(50),
+                at(99)
+            );
+        }
+        Err(error) => eprintln!("sphere-appd: intercore raw-echo failed: {error}"),
     }
 }
 

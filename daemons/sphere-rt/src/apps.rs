@@ -142,3 +142,64 @@ impl App for Sampler {
         (payload == b"stats").then(|| self.report(reply))
     }
 }
+
+/// The link's own control endpoint id (all zeros: never an app's ComponentId).
+pub const LINK_CONTROL_ID: ComponentId = ComponentId([0; 16]);
+
+/// The link control endpoint.
+pub struct LinkControl {
+    /// Its connection (to the app manager's control endpoint).
+    pub conn: Connection,
+    raw_echo: Option<u32>,
+}
+
+impl Default for LinkControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LinkControl {
+    /// The endpoint.
+    pub const fn new() -> Self {
+        Self { conn: Connection::new(LINK_CONTROL_ID, LINK_CONTROL_ID), raw_echo: None }
+    }
+
+    /// A pending request to echo this many raw bytes (taken once).
+    pub fn take_raw_echo(&mut self) -> Option<u32> {
+        self.raw_echo.take()
+    }
+}
+
+impl App for LinkControl {
+    fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    fn on_message(&mut self, payload: &[u8], _ctx: &Context, reply: &mut [u8]) -> Option<usize> {
+        let text = core::str::from_utf8(payload).ok()?;
+        let bytes = text.strip_prefix("raw-echo ")?.trim().parse::<u32>().ok()?;
+        self.raw_echo = Some(bytes);
+        let mut w = BufWriter::new(reply);
+        let _ = write!(w, "raw-echo ready {bytes}");
+        Some(w.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_control_arms_a_raw_echo_once() {
+        let mut control = LinkControl::new();
+        let ctx = Context { now: Instant(0), link: Default::default() };
+        let mut reply = [0u8; 64];
+        assert_eq!(control.on_message(b"raw-echo x", &ctx, &mut reply), None);
+        assert_eq!(control.take_raw_echo(), None);
+        let n = control.on_message(b"raw-echo 6400", &ctx, &mut reply).unwrap();
+        assert_eq!(&reply[..n], b"raw-echo ready 6400");
+        assert_eq!(control.take_raw_echo(), Some(6400));
+        assert_eq!(control.take_raw_echo(), None);
+    }
+}

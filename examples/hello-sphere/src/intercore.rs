@@ -115,7 +115,26 @@ pub fn exercise() {
     say(&format!("intercore-test: resync phase ok={ok} lost={lost}"));
     latency(&socket, "after-resync", 20, size);
 
-    // Flood: as fast as credit allows, 1 KiB messages, replies drained as they come.
+    flood(&socket, flood_s);
+    latency(&socket, "after-flood", 20, size);
+    let _ = socket.set_read_timeout(Some(Duration::from_secs(3)));
+    let mut reply = [0u8; MAX_MESSAGE];
+    if socket.send(b"stats").is_ok() {
+        while let Ok(n) = socket.recv(&mut reply) {
+            if reply[..n].starts_with(b"echo ") {
+                say(&format!("intercore-test: echo stats: {}", String::from_utf8_lossy(&reply[..n])));
+                break;
+            }
+        }
+    }
+    say("intercore-test: done");
+    idle();
+}
+
+/// Flood: 1 KiB messages as fast as credit allows for `seconds`, replies drained as they come;
+/// prints the throughput of echoed bytes.
+fn flood(socket: &UnixDatagram, seconds: u64) {
+    let flood_s = seconds;
     let _ = socket.set_nonblocking(true);
     let payload = vec![b'f'; 1024];
     let (mut sent, mut echoed, mut bytes, mut blocked) = (0u64, 0u64, 0u64, 0u64);
@@ -149,15 +168,21 @@ pub fn exercise() {
         "intercore-test: flood sent={sent} echoed={echoed} seconds={secs:.1} throughput_Bps={:.0} backpressure_waits={blocked}",
         bytes as f64 / secs
     ));
-    latency(&socket, "after-flood", 20, size);
-    let _ = socket.set_read_timeout(Some(Duration::from_secs(3)));
-    if socket.send(b"stats").is_ok() {
-        while let Ok(n) = socket.recv(&mut reply) {
-            if reply[..n].starts_with(b"echo ") {
-                say(&format!("intercore-test: echo stats: {}", String::from_utf8_lossy(&reply[..n])));
-                break;
-            }
+}
+
+/// scripts/bench-intercore.sh: `hello-sphere intercore-bench COUNT SIZE SECONDS`.
+pub fn bench() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize, default: u64| args.get(i).and_then(|a| a.parse::<u64>().ok()).unwrap_or(default);
+    let (count, size, seconds) = (arg(2, 200) as usize, arg(3, 64) as usize, arg(4, 5));
+    match application_connect(ECHO) {
+        Ok(socket) => {
+            // Warm up (first-use costs on both cores), then measure.
+            latency(&socket, "warm-up", 10, size);
+            latency(&socket, "framed-echo", count, size);
+            flood(&socket, seconds);
         }
+        Err(error) => say(&format!("intercore-test: connect echo: refused ({error})")),
     }
     say("intercore-test: done");
     idle();

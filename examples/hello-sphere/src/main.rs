@@ -25,6 +25,9 @@ fn main() {
         intercore::exercise();
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("intercore-bench") {
+        intercore::bench();
+    }
     let beats = std::env::args().nth(1).and_then(|arg| arg.parse::<u64>().ok());
     say(&format!("hello-sphere: started, pid {}", std::process::id()));
     for path in PROBED_PATHS {
