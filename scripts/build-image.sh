@@ -103,7 +103,7 @@ bindir=$("$repo_root/scripts/cross-build.sh" --release --print-dir "${crate_args
 # --- 3. init.json ------------------------------------------------------------------------------
 step 3 "validating init.json (host build of sphere-init --check-config)"
 (cd "$repo_root" && cargo build --quiet -p sphere-init >&2)
-host_init="$repo_root/target/debug/sphere-init"
+host_init="${CARGO_TARGET_DIR:-$repo_root/target}/debug/sphere-init"  # where that cargo build put it
 "$host_init" --check-config "$layout/init.json" >"$work/check.txt" || die "invalid $layout/init.json"
 head -n1 "$work/check.txt" >&2
 

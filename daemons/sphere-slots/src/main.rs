@@ -87,6 +87,18 @@ enum Command {
     Commit,
     /// Put the other slot on trial for the next boot (manual rollback).
     Rollback,
+    /// Write a fresh factory record: slot A committed; a slot is bootable when given a version.
+    Factory {
+        /// Version of the image in slot A.
+        #[arg(long)]
+        version_a: String,
+        /// Version of the image in slot B (omit when slot B is empty).
+        #[arg(long)]
+        version_b: Option<String>,
+        /// Boots a trial slot gets before the fallback.
+        #[arg(long, default_value_t = sphere_slots::state::DEFAULT_BOOT_LIMIT)]
+        bootlimit: u32,
+    },
     /// Host power-cut test: rewrite the record COUNT times, bumping `sphere_stress` each time.
     StressRecord {
         #[arg(long, default_value_t = 1000)]
@@ -342,6 +354,20 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let booted = booted(cli, &slots)?;
             let target = slots.rollback(booted)?;
             println!("slot {target} is on trial for the next boot");
+            Ok(())
+        }
+        Command::Factory { version_a, version_b, bootlimit } => {
+            if *bootlimit == 0 {
+                return Err(Failure(1, "--bootlimit must be at least 1".into()));
+            }
+            let state = sphere_slots::BootState {
+                bootlimit: *bootlimit,
+                bootable: [true, version_b.is_some()],
+                versions: [Some(version_a.clone()), version_b.clone()],
+                ..sphere_slots::BootState::default()
+            };
+            slots.record().save(&sphere_slots::Env::new(), &state)?;
+            println!("factory record written: slot a (version {version_a}) committed");
             Ok(())
         }
         Command::StressRecord { .. } => Ok(()),
