@@ -33,9 +33,10 @@ scripts/install-host-deps.sh netd >&2 || { failed=1; finish; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 # NETD_BIN: an already built sphere-netd (e.g. the release one of a benchmark run).
 if [[ -z ${NETD_BIN:-} ]]; then
-  cargo build -q --locked -p sphere-netd >&2 || { failed=1; finish; }
+  cargo build -q --locked -p sphere-netd -p sphere-cli >&2 || { failed=1; finish; }
 fi
 NETD=${NETD_BIN:-$CARGO_TARGET_DIR/debug/sphere-netd}
+SPHERE=${SPHERE_BIN:-$CARGO_TARGET_DIR/debug/sphere}
 HOSTS="$PWD/tests/netd-hosts.py"
 work=$(mktemp -d /tmp/netd-test.XXXXXX)
 run="$work/run"
@@ -226,6 +227,23 @@ check_blocked "host-daemon attempt" "any(x['kind']=='host' and x['port']==8000 f
 check_blocked "disallowed name" "any(x['kind']=='dns' and x['destination']=='blocked.example.net' for x in e)"
 check_blocked "rebinding answer" "any(x['kind']=='dns-rebind' and 'rebind.example.com' in x['destination'] for x in e)"
 check_blocked "inbound to a closed port" "any(x['component_id']=='$B' and x['kind']=='inbound' and x['port']==8081 for x in e)"
+
+# --- the operator's view: sphere net rules / blocked --------------------------------------
+if out=$("$SPHERE" net rules "$A" --socket "$work/netd.sock"); then
+  grep -q "x.cdn.example.org .*192.0.2.30" <<<"$out" && grep -q "allowed.example.com .*2001:db8::10" <<<"$out" \
+    && grep -q "ip saddr 10.213.0.2 ip daddr @allow4_0 accept" <<<"$out" \
+    && ok "sphere net rules shows A's resolved addresses and chains" || bad "sphere net rules: $out"
+else bad "sphere net rules failed: $out"; fi
+if out=$("$SPHERE" --json net rules "$C" --socket "$work/netd.sock") \
+  && python3 -c "import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if r['allowed_connections']==[] and r['resolved']==[] else 1)" "$out"; then
+  ok "sphere --json net rules: C allows nothing"
+else bad "sphere --json net rules C: $out"; fi
+if out=$("$SPHERE" --json net blocked --app "$A" --socket "$work/netd.sock") \
+  && python3 -c "import json,sys; b=json.loads(sys.argv[1])['blocked']; sys.exit(0 if b and all(x['component_id']==sys.argv[2] for x in b) and any(x['destination']=='192.0.2.12' for x in b) else 1)" "$out" "$A"; then
+  ok "sphere --json net blocked --app A lists A's blocks only"
+else bad "sphere net blocked: $out"; fi
+"$SPHERE" net rules 00000000-0000-4000-8000-000000000000 --socket "$work/netd.sock" >/dev/null 2>&1
+[[ $? == 1 ]] && ok "sphere net rules of an unknown app exits 1" || bad "sphere net rules of an unknown app: wrong exit"
 
 dev "$NETD" teardown "$C" --socket "$work/netd.sock" && ! dev ip link show sph2 >/dev/null 2>&1 \
   && ok "tear-down removes C's veth" || bad "tear-down of C"

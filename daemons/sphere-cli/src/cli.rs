@@ -42,6 +42,9 @@ pub enum Command {
     /// Device settings held by the app manager.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// The device's per-app network firewall: effective rules and blocked attempts.
+    #[command(subcommand)]
+    Net(crate::commands::net::NetCommand),
 }
 
 #[derive(Subcommand)]

@@ -4,6 +4,7 @@ mod app;
 mod device;
 mod keys;
 mod manifest;
+pub mod net;
 
 use crate::cli::{AppCommand, Command, DeviceCommand, HardwareArgs, KeysCommand, ManifestCommand};
 use crate::output::{CommandError, Output};
@@ -24,6 +25,7 @@ pub fn run(command: Command, output: &Output) -> Result<(), CommandError> {
         Command::Device(DeviceCommand::DisableDevelopment { device }) => {
             device::development_mode(false, &device, output)
         }
+        Command::Net(command) => net::run(command, output),
     }
 }
 
