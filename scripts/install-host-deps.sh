@@ -5,6 +5,7 @@
 # Usage: scripts/install-host-deps.sh [GROUP...]
 #   base   compilers and tools every step needs (always installed)
 #   cross  Debian's rustc 1.85 (our MSRV) + armhf/thumbv7em linkers for device cross builds
+#   cloud  mosquitto and PostgreSQL for sphere-cloud's tests and benchmark
 #   image  kernel source, kernel build tools, QEMU and filesystem tools for the A7 test image
 #   ab     the A/B update disk and boot-state record tools (sfdisk, libubootenv)
 set -euo pipefail
@@ -18,6 +19,8 @@ declare -A GROUP_PACKAGES=(
   [image]="linux-source-6.12 bc flex bison libssl-dev libelf-dev gcc-arm-linux-gnueabihf gcc-12-plugin-dev-arm-linux-gnueabihf cpio xz-utils zstd kmod qemu-system-arm e2fsprogs squashfs-tools erofs-utils"
   # The app sandbox's escape suite and benchmark: bubblewrap to compare against, mke2fs for storage images.
   [sandbox]="bubblewrap e2fsprogs"
+  # sphere-cloud's tests: a real MQTT broker and a real PostgreSQL server (tests/cloud-test.sh).
+  [cloud]="mosquitto mosquitto-clients postgresql"
   # sphere-netd's firewall test and benchmark: namespaces, veths and nft to list the table.
   [netd]="nftables iproute2 util-linux python3"
   # A/B slots: sfdisk for the GPT A/B disk, libubootenv's fw_printenv/fw_setenv to check the record format.

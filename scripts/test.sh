@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape netd kernel-config yocto-layer boot escape-qemu device-cli m4)
+SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape netd cloud kernel-config yocto-layer boot escape-qemu device-cli m4)
 declare -A DESCRIPTION=(
   [rust-format]="cargo fmt --check over the workspace"
   [rust-lint]="cargo clippy -D warnings over every target"
@@ -24,6 +24,7 @@ declare -A DESCRIPTION=(
   [boot]="build the A7 image and boot it under QEMU (tests/boot-test.sh)"
   [escape-qemu]="the escape suite inside the QEMU image, apps started by sphere-appd"
   [device-cli]="sphere app install/list/logs/stop/remove against a QEMU guest in development mode"
+  [cloud]="sphere-cloud against real mosquitto (TLS, client certs, ACLs) and PostgreSQL: attestation attacks refused (tests/cloud-test.sh)"
   [netd]="per-app network firewall in test namespaces: allowed names/IPs work, every bypass attempt is blocked (tests/netd-test.sh)"
   [m4]="the Cortex-M4 firmware under QEMU mps2-an386: inter-core echo, backpressure, deadlines (tests/m4-test.sh)"
 )
@@ -55,6 +56,7 @@ run_suite() {
     fuzz-smoke) scripts/fuzz.sh 15 ;;
     escape) tests/escape-suite.sh ;;
     netd) tests/netd-test.sh ;;
+    cloud) tests/cloud-test.sh ;;
     kernel-config) tests/kernel-config-test.sh ;;
     yocto-layer) scripts/check-layer.sh ;;
     boot) tests/boot-test.sh ;;
