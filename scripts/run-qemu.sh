@@ -22,6 +22,9 @@
 #   --appd-socket PATH host end of the app manager's development port (default: in the run's
 #                      temporary directory, printed at start); in development mode
 #                      `sphere app ... --socket PATH` manages the guest's apps through it
+#   --tpm DIR          attach a TPM 2.0: starts swtpm with its state in DIR (created when new;
+#                      keep DIR to keep the TPM's seeds, so the device keeps its identity) as a
+#                      tpm-tis-device; the guest gets /dev/tpm0 and /dev/tpmrm0
 #   --quiet            do not echo the console (it is still logged)
 #   -h, --help
 #
@@ -53,6 +56,7 @@ appd_socket=
 data_disk=
 ab_disk=
 quiet=0
+tpm_dir=
 netdev="user,id=n0,restrict=on"
 extra=()
 while (($#)); do
@@ -71,6 +75,7 @@ while (($#)); do
     --data) data_disk=${2:?}; shift ;;
     --disk) ab_disk=${2:?}; shift ;;
     --quiet) quiet=1 ;;
+    --tpm) tpm_dir=${2:?--tpm needs a state directory}; shift ;;
     -h|--help) sed -n '2,/^set -euo pipefail/{/^set -euo/d;s/^# \{0,1\}//;p}' "$script_path"; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -119,6 +124,23 @@ trap 'rm -rf "$run_dir"' EXIT
 ctl_socket="$run_dir/ctl.sock"
 [[ -n $appd_socket ]] || appd_socket="$run_dir/appd.sock"
 
+# The TPM: swtpm serves QEMU's TPM emulator backend over its control socket and ends with
+# QEMU (--terminate: when the data channel closes).
+tpm_args=()
+tpm_pid=
+if [[ -n $tpm_dir ]]; then
+  command -v swtpm >/dev/null || die "swtpm missing (scripts/install-host-deps.sh attest)"
+  mkdir -p "$tpm_dir"
+  swtpm socket --tpm2 --tpmstate "dir=$tpm_dir" --ctrl "type=unixio,path=$run_dir/swtpm.sock" \
+    --log "file=$run_dir/swtpm.log" --terminate </dev/null &
+  tpm_pid=$!
+  for _ in $(seq 100); do [[ -S $run_dir/swtpm.sock ]] && break; sleep 0.05; done
+  [[ -S $run_dir/swtpm.sock ]] || die "swtpm did not start (log: $run_dir/swtpm.log)"
+  tpm_args=(-chardev "socket,id=chrtpm,path=$run_dir/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
+    -device tpm-tis-device,tpmdev=tpm0)
+  echo "run-qemu: TPM 2.0 (swtpm) with state in $tpm_dir" >&2
+fi
+
 qemu=(
   qemu-system-arm -M virt,highmem=off -cpu cortex-a7 -m "$memory"
   -display none -monitor none -serial stdio -no-reboot
@@ -133,6 +155,7 @@ qemu=(
   "${extra[@]}"
 )
 
+((${#tpm_args[@]})) && qemu+=("${tpm_args[@]}")
 echo "run-qemu: image $image_dir (-m $memory, timeout ${timeout}s)" >&2
 echo "run-qemu: kernel command line: $cmdline" >&2
 echo "run-qemu: console log $log_file; control socket $ctl_socket" >&2
@@ -143,5 +166,6 @@ helper=(python3 "$repo_root/scripts/qemu-console.py" --log "$log_file" --milesto
 ((quiet)) && helper+=(--quiet)
 status=0
 "${helper[@]}" -- "${qemu[@]}" || status=$?
+[[ -n $tpm_pid ]] && { kill "$tpm_pid" 2>/dev/null || true; }
 echo "run-qemu: exit status $status (log: $log_file)" >&2
 exit "$status"
