@@ -16,4 +16,5 @@ pub mod dbus;
 pub mod dev_port;
 pub mod intercore;
 pub mod manager;
+pub mod network;
 pub mod store;

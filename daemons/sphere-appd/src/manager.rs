@@ -407,6 +407,12 @@ impl Manager {
     async fn supervise(self: Arc<Self>, id: Uuid) {
         let stop = self.stop_notify(id);
         let mut quick_failures: u32 = 0;
+        // The firewall sets up the app's network compartment before its first launch.
+        let manifest = {
+            let store = lock(&self.store);
+            store.get(id).map(|app| store.app_dir(app).join(sphere_app_format::package::MANIFEST_PATH))
+        };
+        crate::network::app_starting(&self.config.runtime_dir.join("sandbox"), id, manifest).await;
         while lock(&self.runtimes).get(&id).is_some_and(|r| r.wanted_running) {
             self.set_state(id, "starting", 0);
             let started = Instant::now();
@@ -432,6 +438,7 @@ impl Manager {
             runtime.state = "stopped";
             runtime.pid = 0;
         }
+        crate::network::app_stopped(id).await;
         self.emit(id, "stopped");
     }
 
