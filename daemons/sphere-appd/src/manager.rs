@@ -530,6 +530,7 @@ impl Manager {
         };
         let mut spec = spec_from_manifest(&manifest, &peripherals, &context).map_err(|e| e.to_string())?;
         spec.app_api_fd = app_api_fd;
+        spec.resolv_conf = crate::network::resolv_conf(id);
         if let Some(storage) = &spec.storage {
             if !storage.image.exists() {
                 std::fs::create_dir_all(&self.config.storage_dir).map_err(|e| e.to_string())?;

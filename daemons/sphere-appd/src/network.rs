@@ -24,6 +24,13 @@ async fn proxy() -> Result<(zbus::Connection, PathBuf), String> {
     Ok((connection, socket))
 }
 
+/// The resolv.conf sphere-netd wrote for the app (its DNS proxy), if it set the app up.
+pub fn resolv_conf(id: Uuid) -> Option<PathBuf> {
+    let dir = std::env::var_os("SPHERE_NETD_RUNTIME").map_or_else(|| PathBuf::from("/run/sphere/net"), PathBuf::from);
+    let path = dir.join(id.to_string()).join("resolv.conf");
+    path.is_file().then_some(path)
+}
+
 /// The app's pinned network namespace, where the sandbox launcher keeps it.
 pub fn netns_path(sandbox_runtime_dir: &Path, id: Uuid) -> PathBuf {
     sandbox_runtime_dir.join("netns").join(id.to_string())

@@ -169,6 +169,9 @@ fn build_root(plan: &ChildPlan<'_>) -> Step {
     if let Some(storage) = &spec.storage {
         bind(&storage.host_mount, &root.join(&STORAGE_MOUNT[1..]), hardened, false)?;
     }
+    if let Some(resolv_conf) = &spec.resolv_conf {
+        bind(resolv_conf, &root.join("etc/resolv.conf"), MsFlags::MS_RDONLY | hardened, false)?;
+    }
     let tmp_options = format!("mode=0700,size=4m,nr_inodes=1024,uid={},gid={}", spec.uid, spec.gid);
     mount(Some("tmpfs"), &root.join("tmp"), Some("tmpfs"), hardened, Some(tmp_options.as_str()))
         .map_err(errno("mount /tmp"))?;

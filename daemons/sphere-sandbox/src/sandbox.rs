@@ -170,6 +170,15 @@ fn prepare_host_dirs(spec: &SandboxSpec) -> Result<(PathBuf, PathBuf), SandboxEr
             fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
         }
     }
+    if spec.resolv_conf.is_some() {
+        // The mount point of the app's /etc/resolv.conf (an empty file the bind covers).
+        let etc = root.join("etc");
+        fs::create_dir_all(&etc).map_err(io_error("create etc mount point"))?;
+        let target = etc.join("resolv.conf");
+        if !target.exists() {
+            File::create(&target).map_err(io_error("create resolv.conf mount point"))?;
+        }
+    }
     debug_assert_eq!(&APP_MOUNT[1..], "app");
     let devices = runtime.join("dev");
     fs::create_dir_all(&devices).map_err(io_error("create device dir"))?;

@@ -61,6 +61,10 @@ pub struct SandboxSpec {
     /// sandbox has no path to any socket of the manager.
     #[serde(default)]
     pub app_api_fd: Option<i32>,
+    /// The app's resolv.conf, written by the firewall daemon (sphere-netd) and naming only the
+    /// app's own DNS proxy; bind-mounted read-only at `/etc/resolv.conf`. None: no /etc.
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// `MutableStorage`: an ext4 image file with a hard size, see [`crate::storage`].
@@ -239,6 +243,7 @@ pub fn spec_from_manifest(
         stop_grace_ms: 5_000,
         telemetry: true,
         app_api_fd: None,
+        resolv_conf: None,
     };
     spec.validate()?;
     Ok(spec)
