@@ -5,6 +5,7 @@ mod device;
 mod keys;
 mod manifest;
 pub mod net;
+pub mod update;
 
 use crate::cli::{AppCommand, Command, DeviceCommand, HardwareArgs, KeysCommand, ManifestCommand};
 use crate::output::{CommandError, Output};
@@ -26,6 +27,7 @@ pub fn run(command: Command, output: &Output) -> Result<(), CommandError> {
             device::development_mode(false, &device, output)
         }
         Command::Net(command) => net::run(command, output),
+        Command::Update(command) => update::run(command, output),
     }
 }
 
