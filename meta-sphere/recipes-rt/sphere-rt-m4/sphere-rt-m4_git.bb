@@ -19,9 +19,24 @@ PV = "0.1.0+git"
 # is a full rustc (its LLVM has the ARM backend) and ships the library sources
 # (${libdir}/rustlib/src/rust), so cargo's -Zbuild-std=core builds `core` for
 # thumbv7em-none-eabihf inside this recipe, exactly as scripts/build-m4.sh does
-# with Debian's rustc on a development host. `core` and compiler_builtins have
-# no crates.io dependencies, so nothing beyond opensphere-crates.inc is fetched.
+# with Debian's rustc on a development host.
 inherit sphere_cargo
+
+# cargo resolves the whole standard library workspace for -Zbuild-std, even for
+# `core` alone, so the library's own crates.io dependencies must be vendored
+# too. They come from the vendor/ directory of the rust source tarball that
+# rust-native is built from (as libstd-rs does), so they always match its
+# library's Cargo.lock. (Checked on a development host: a union of the
+# firmware's and the library's vendored crates builds with --frozen, and the
+# GNU-ld-linked ELF boots on QEMU mps2-an386.)
+RUST_VERSION = "${@d.getVar('RUSTVERSION').replace('%', '')}"
+# (oe-core's file, found through BBPATH; oelint runs without oe-core.)
+# nooelint: oelint.file.requirenotfound
+require recipes-devtools/rust/rust-source.inc
+# rust-source.inc's patches live next to oe-core's rust recipes; the only way to
+# share the tarball (and its checksum) with rust-native without copying the inc.
+# nooelint: oelint.vars.fileextrapaths,oelint.vars.outofcontext
+FILESEXTRAPATHS:prepend := "${COREBASE}/meta/recipes-devtools/rust/files:"
 
 SPHERE_CRATE_DIR = "daemons/sphere-rt-m4"
 # The firmware is its own cargo workspace with its own lock (it cannot link for
@@ -39,6 +54,14 @@ export RUSTC_BOOTSTRAP = "1"
 # and caps flash and RAM; GNU ld from the A7 cross binutils links ARM/Thumb ELF.
 RUSTFLAGS = "-C link-arg=-Tlink.x -C linker-flavor=ld ${RUST_DEBUG_REMAP}"
 export CARGO_TARGET_THUMBV7EM_NONE_EABIHF_LINKER = "${HOST_PREFIX}ld"
+
+# Add the standard library's crates to the vendored ones (those of opensphere-crates.inc).
+do_configure:append() {
+    for crate in ${RUSTSRC}/vendor/*; do
+        name=$(basename "$crate")
+        [ -e "${CARGO_VENDORING_DIRECTORY}/$name" ] || ln -s "$crate" "${CARGO_VENDORING_DIRECTORY}/$name"
+    done
+}
 
 # Where the A7 side (sphere-appd) and Linux remoteproc look for M4 firmware.
 SPHERE_M4_FIRMWARE_DIR = "${nonarch_base_libdir}/firmware/sphere"
