@@ -8,6 +8,7 @@
 #   cloud  mosquitto and PostgreSQL for sphere-cloud's tests and benchmark
 #   image  kernel source, kernel build tools, QEMU and filesystem tools for the A7 test image
 #   ab     the A/B update disk and boot-state record tools (sfdisk, libubootenv)
+#   attest the device attestation tests: swtpm (a real TPM 2.0 for the host tests and QEMU) and mosquitto
 set -euo pipefail
 
 RUST_MSRV_DEB=1.85.0+dfsg3-1~deb12u3
@@ -25,6 +26,9 @@ declare -A GROUP_PACKAGES=(
   [netd]="nftables iproute2 util-linux python3"
   # A/B slots: sfdisk for the GPT A/B disk, libubootenv's fw_printenv/fw_setenv to check the record format.
   [ab]="fdisk libubootenv-tool e2fsprogs erofs-utils"
+  # sphere-attestd: swtpm (+ swtpm_ioctl) as the TPM in host tests and under QEMU, mosquitto for the
+  # mutual-TLS link and the MQTT benchmark (mosquitto_pub/mosquitto_sub as the comparison).
+  [attest]="swtpm swtpm-tools mosquitto mosquitto-clients e2fsprogs erofs-utils"
 )
 
 groups=(base "$@")

@@ -102,6 +102,8 @@ fn merge(base: &mut serde_json::Value, overlay: serde_json::Value) {
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>, String> {
     match std::fs::read(path) {
+        // An empty file (or /dev/null) means "no settings here".
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(None),
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", path.display())),

@@ -195,7 +195,7 @@ async fn run(
                 note = notes.recv() => match note {
                     Some(Note::Connected) => return Ok(()),
                     Some(_) => {}
-                    None => return Err("event loop ended".to_string()),
+                    None => return Err(failed.borrow().clone().unwrap_or_else(|| "event loop ended".into())),
                 },
                 _ = failed.changed() => {
                     return Err(failed.borrow().clone().unwrap_or_else(|| "connection failed".into()));
@@ -252,7 +252,7 @@ async fn run(
                     }
                 }
                 Some(Note::Connected) => {}
-                None => return SessionEnd::Lost("event loop ended".into()),
+                None => return SessionEnd::Lost(failed.borrow().clone().unwrap_or_else(|| "event loop ended".into())),
             },
             _ = flush.tick() => {}
         }
