@@ -41,9 +41,10 @@ SPHERE_BOARD_HARDWARE_DEFINITION ??= ""
 # --- Set by the distro or image ---
 SPHERE_HOSTNAME ??= "${MACHINE}"
 # Daemons sphere-init starts, in order; each is described by a varflag below.
-SPHERE_INIT_SERVICES ??= "appd"
+SPHERE_INIT_SERVICES ??= "appd attestd"
 # PATH ARGS... | the line the daemon prints when it is ready
 SPHERE_INIT_SERVICE[appd] = "${bindir}/sphere-appd serve|sphere-appd: ready"
+SPHERE_INIT_SERVICE[attestd] = "${bindir}/sphere-attestd serve|sphere-attestd: ready"
 
 do_configure[noexec] = "1"
 
