@@ -115,8 +115,9 @@ pub fn read_name(buf: &[u8], mut at: usize) -> Result<(String, usize), Error> {
             }
             0xc0 => {
                 let target = (u16_at(buf, at)? & 0x3fff) as usize;
-                // Only backwards: every jump strictly decreases the offset, so no loops.
-                if target >= at {
+                // Only backwards (every jump strictly decreases the offset, so no loops), and
+                // never into the header, which holds no names (and which replies rewrite).
+                if target >= at || target < HEADER {
                     return Err(Error::BadName);
                 }
                 end.get_or_insert(at + 2);

@@ -18,8 +18,8 @@
 //! chain in_3 { tcp dport 8080 accept; limit ... log prefix "osn:in:3" group 7; drop }
 //! chain input { type filter hook input priority 0; policy accept;
 //!     iifname "sph3" jump host_3; iifname "sph*" drop }
-//! chain host_3 { ct state established,related accept; its own DNS proxy (53) accept;
-//!     IPv6 neighbour discovery accept; limit ... log prefix "osn:host:3" group 7; reject }
+//! chain host_3 { ct state established,related accept; its own DNS proxy (UDP 53) accept;
+//!     IPv6 neighbour solicitation/advertisement accept; limit ... log prefix "osn:host:3" group 7; reject }
 //! chain postrouting { type nat hook postrouting priority 100; policy accept;
 //!     ip saddr 10.213.0.0/16 oifname != "sph*" masquerade; same for IPv6 }
 //! ```
@@ -245,18 +245,17 @@ pub fn build(apps: &[AppPolicy], log_group: u16, dynamic: impl Fn(u16) -> Vec<El
         chains.push(regular(inbound, in_rules));
 
         let mut host_rules = vec![rule(vec![established()], vec![Action::Accept])];
-        // The app's own DNS proxy, on its own gateway address only: another app's proxy would
-        // answer with that app's allow-list.
+        // The app's own DNS proxy (UDP; it serves no TCP), on its own gateway address only:
+        // another app's proxy would answer with that app's allow-list.
         for gateway in [IpAddr::V4(gw4), IpAddr::V6(gw6)] {
-            for proto in [IPPROTO_UDP, IPPROTO_TCP] {
-                host_rules.push(rule(
-                    vec![Match::Daddr(gateway), Match::L4Proto(proto), Match::Dport(53)],
-                    vec![Action::Accept],
-                ));
-            }
+            host_rules.push(rule(
+                vec![Match::Daddr(gateway), Match::L4Proto(IPPROTO_UDP), Match::Dport(53)],
+                vec![Action::Accept],
+            ));
         }
-        // IPv6 needs neighbour discovery with its gateway (solicitations and advertisements).
-        for icmp_type in [133, 135, 136] {
+        // IPv6 needs neighbour discovery with its gateway (solicitations and advertisements;
+        // routes are static, so no router solicitations).
+        for icmp_type in [135, 136] {
             host_rules
                 .push(rule(vec![Match::L4Proto(IPPROTO_ICMPV6), Match::Icmpv6Type(icmp_type)], vec![Action::Accept]));
         }
@@ -469,7 +468,7 @@ mod tests {
         let host = chain(&table, "host_2");
         let dns: Vec<String> =
             host.rules.iter().filter(|r| r.matches.contains(&Match::Dport(53))).map(|r| r.to_string()).collect();
-        assert_eq!(dns.len(), 4);
+        assert_eq!(dns.len(), 2);
         assert!(dns.iter().all(|r| r.contains("10.213.0.9") || r.contains("fd53:7068:6e00:2::1")), "{dns:?}");
     }
 
