@@ -34,6 +34,7 @@ pub mod api;
 pub mod eat;
 pub mod eventlog;
 pub mod keys;
+pub mod quote;
 
 pub use eat::{AppVersion, EvidenceClaims, PolicyHashes, TpmQuote, VerifiedEvidence};
 pub use eventlog::{Digest, EventLog, EventLogEntry, Stage};
