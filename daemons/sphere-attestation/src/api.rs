@@ -181,3 +181,67 @@ pub mod topics {
         (!device.is_empty() && !leaf.contains('/')).then_some((device, leaf))
     }
 }
+
+/// The operator API's response types (`/v1/devices`, `/v1/groups`, `/v1/errors`, …), shared by
+/// sphere-cloud and the `sphere` CLI. Documented in `docs/openapi/sphere-cloud.yaml`.
+pub mod operator {
+    use super::ErrorReport;
+    use serde::{Deserialize, Serialize};
+
+    /// What the operator API shows about a device.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct DeviceInfo {
+        pub id: String,
+        pub algorithm: String,
+        pub public_key_pem: String,
+        pub group: Option<String>,
+        pub description: String,
+        pub created_at: i64,
+        pub revoked_at: Option<i64>,
+        pub last_attestation_id: Option<i64>,
+        pub last_attestation_passed: Option<bool>,
+        pub last_attestation_at: Option<i64>,
+        pub os_version: Option<String>,
+        pub last_telemetry: Option<serde_json::Value>,
+        pub last_telemetry_at: Option<i64>,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct AttestationRecord {
+        pub id: i64,
+        pub device_id: String,
+        pub at: i64,
+        pub passed: bool,
+        pub reasons: Vec<String>,
+        pub os_version: Option<String>,
+        pub claims: Option<serde_json::Value>,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct CertificateRecord {
+        pub serial: String,
+        pub device_id: String,
+        pub attestation_id: Option<i64>,
+        pub not_before: i64,
+        pub not_after: i64,
+        pub revoked_at: Option<i64>,
+        pub certificate_pem: String,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct GroupInfo {
+        pub name: String,
+        pub description: String,
+        pub release: Option<String>,
+        pub devices: i64,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct StoredErrorReport {
+        pub id: i64,
+        pub device_id: String,
+        pub received_at: i64,
+        #[serde(flatten)]
+        pub report: ErrorReport,
+    }
+}

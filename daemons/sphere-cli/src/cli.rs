@@ -39,16 +39,19 @@ pub enum Command {
     /// Package, verify and inspect signed apps; install and manage them on a device.
     #[command(subcommand)]
     App(AppCommand),
-    /// Device settings held by the app manager.
+    /// Devices: the fleet in sphere-cloud (list, show, attest, certificate, register, revoke) and
+    /// settings held by a device's app manager (development mode).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Device groups in sphere-cloud and the release each group should run.
+    #[command(subcommand)]
+    Group(crate::commands::cloud::GroupCommand),
+    /// Error reports (crashes, sandbox and firewall violations) devices sent to sphere-cloud.
+    #[command(subcommand)]
+    Errors(crate::commands::cloud::ErrorsCommand),
     /// The device's per-app network firewall: effective rules and blocked attempts.
     #[command(subcommand)]
     Net(crate::commands::net::NetCommand),
-    /// Over-the-air updates: build and sign the update repository (TUF); check, install and
-    /// roll back updates on a device.
-    #[command(subcommand)]
-    Update(crate::commands::update::UpdateCommand),
 }
 
 #[derive(Subcommand)]
@@ -65,6 +68,8 @@ pub enum DeviceCommand {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    #[command(flatten)]
+    Cloud(crate::commands::cloud::DeviceCloudCommand),
 }
 
 #[derive(Subcommand)]

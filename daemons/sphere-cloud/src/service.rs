@@ -7,7 +7,10 @@ use crate::reference::ReferenceValues;
 use crate::store::{Row, Store};
 use crate::verifier;
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+pub use sphere_attestation::api::operator::{
+    AttestationRecord, CertificateRecord, DeviceInfo, GroupInfo, StoredErrorReport,
+};
 use sphere_attestation::api::{
     AttestationResult, CertificateRequest, CertificateResponse, ErrorReport, EvidenceSubmission, NonceResponse,
     certificate_request_message,
@@ -81,24 +84,6 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// What the operator API shows about a device.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DeviceInfo {
-    pub id: String,
-    pub algorithm: String,
-    pub public_key_pem: String,
-    pub group: Option<String>,
-    pub description: String,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
-    pub last_attestation_id: Option<i64>,
-    pub last_attestation_passed: Option<bool>,
-    pub last_attestation_at: Option<i64>,
-    pub os_version: Option<String>,
-    pub last_telemetry: Option<serde_json::Value>,
-    pub last_telemetry_at: Option<i64>,
-}
-
 const DEVICE_COLUMNS: &str = "id, algorithm, public_key_pem, group_name, description, created_at, \
     revoked_at, last_attestation_id, last_attestation_passed, last_attestation_at, os_version, \
     last_telemetry, last_telemetry_at";
@@ -119,45 +104,6 @@ fn device_from_row(r: &Row) -> DeviceInfo {
         last_telemetry: r.text(11).and_then(|t| serde_json::from_str(&t).ok()),
         last_telemetry_at: r.int(12),
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AttestationRecord {
-    pub id: i64,
-    pub device_id: String,
-    pub at: i64,
-    pub passed: bool,
-    pub reasons: Vec<String>,
-    pub os_version: Option<String>,
-    pub claims: Option<serde_json::Value>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CertificateRecord {
-    pub serial: String,
-    pub device_id: String,
-    pub attestation_id: Option<i64>,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub revoked_at: Option<i64>,
-    pub certificate_pem: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GroupInfo {
-    pub name: String,
-    pub description: String,
-    pub release: Option<String>,
-    pub devices: i64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StoredErrorReport {
-    pub id: i64,
-    pub device_id: String,
-    pub received_at: i64,
-    #[serde(flatten)]
-    pub report: ErrorReport,
 }
 
 /// Filter for [`Cloud::query_errors`].

@@ -1,11 +1,11 @@
 //! One module per command group; each command loads, acts, and prints through [`Output`].
 
 mod app;
+pub mod cloud;
 mod device;
 mod keys;
 mod manifest;
 pub mod net;
-pub mod update;
 
 use crate::cli::{AppCommand, Command, DeviceCommand, HardwareArgs, KeysCommand, ManifestCommand};
 use crate::output::{CommandError, Output};
@@ -26,8 +26,10 @@ pub fn run(command: Command, output: &Output) -> Result<(), CommandError> {
         Command::Device(DeviceCommand::DisableDevelopment { device }) => {
             device::development_mode(false, &device, output)
         }
+        Command::Device(DeviceCommand::Cloud(command)) => cloud::device(command, output),
+        Command::Group(command) => cloud::group(command, output),
+        Command::Errors(command) => cloud::errors(command, output),
         Command::Net(command) => net::run(command, output),
-        Command::Update(command) => update::run(command, output),
     }
 }
 
