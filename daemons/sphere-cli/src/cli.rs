@@ -52,6 +52,10 @@ pub enum Command {
     /// The device's per-app network firewall: effective rules and blocked attempts.
     #[command(subcommand)]
     Net(crate::commands::net::NetCommand),
+    /// Over-the-air updates: build and sign the update repository (TUF); check, install and
+    /// roll back updates on a device.
+    #[command(subcommand)]
+    Update(crate::commands::update::UpdateCommand),
 }
 
 #[derive(Subcommand)]

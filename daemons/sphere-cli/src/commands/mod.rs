@@ -6,6 +6,7 @@ mod device;
 mod keys;
 mod manifest;
 pub mod net;
+pub mod update;
 
 use crate::cli::{AppCommand, Command, DeviceCommand, HardwareArgs, KeysCommand, ManifestCommand};
 use crate::output::{CommandError, Output};
@@ -30,6 +31,7 @@ pub fn run(command: Command, output: &Output) -> Result<(), CommandError> {
         Command::Group(command) => cloud::group(command, output),
         Command::Errors(command) => cloud::errors(command, output),
         Command::Net(command) => net::run(command, output),
+        Command::Update(command) => update::run(command, output),
     }
 }
 
