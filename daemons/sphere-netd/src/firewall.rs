@@ -22,7 +22,8 @@ pub struct Config {
     pub upstreams: Vec<SocketAddr>,
     pub ttl_min: u32,
     pub ttl_max: u32,
-    pub log_group: u16,
+    /// NFLOG group for blocked packets; None when the kernel has no NFLOG (counters only).
+    pub log_group: Option<u16>,
 }
 
 pub struct App {

@@ -153,21 +153,38 @@ fn run(command: &str, mut args: Args) -> Result<(), String> {
 async fn serve(args: Args) -> Result<(), String> {
     sphere_netd::link::enable_forwarding().map_err(|e| format!("enable forwarding: {e}"))?;
     let mut nft = Nft::open().map_err(|e| format!("nf_tables: {e}"))?;
+    // Blocked packets go to NFLOG, which needs CONFIG_NETFILTER_NETLINK_LOG; a kernel without it
+    // refuses `log group` rules. Probe with one throw-away app and fall back to counters.
+    let probe = AppPolicy {
+        slot: rules::MAX_SLOT,
+        component_id: String::new(),
+        ip_literals: vec![],
+        tcp_server_ports: vec![],
+        udp_server_ports: vec![],
+    };
+    let log_group = match nft.replace(&rules::build(&[probe], Some(args.log_group), |_| Vec::new())) {
+        Ok(()) => Some(args.log_group),
+        Err(error) => {
+            eprintln!("sphere-netd: no NFLOG in this kernel ({error}): blocked packets are counted, not itemised");
+            None
+        }
+    };
     // Start from a table with no apps: every app is default-deny until appd sets it up.
-    nft.replace(&rules::build(&[], args.log_group, |_| Vec::new())).map_err(|e| format!("nf_tables: {e}"))?;
+    nft.replace(&rules::build(&[], log_group, |_| Vec::new())).map_err(|e| format!("nf_tables: {e}"))?;
     let config = Config {
         runtime_dir: args.runtime_dir.clone(),
         upstreams: args.upstreams.clone(),
         ttl_min: args.ttl_min,
         ttl_max: args.ttl_max,
-        log_group: args.log_group,
+        log_group,
     };
     let telemetry = Telemetry::load(Some(args.state_dir.join("blocked.json")));
     let shared = Arc::new(Mutex::new(Firewall { config, apps: Default::default(), nft, telemetry }));
 
     // Blocked packets: a blocking reader thread feeding the telemetry table.
-    match nflog::LogReader::bind(args.log_group) {
-        Ok(reader) => {
+    match log_group.map(nflog::LogReader::bind) {
+        None => {}
+        Some(Ok(reader)) => {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || {
                 while let Ok(batch) = reader.read() {
@@ -184,7 +201,7 @@ async fn serve(args: Args) -> Result<(), String> {
                 }
             });
         }
-        Err(error) => eprintln!("sphere-netd: no blocked-packet telemetry (NFLOG): {error}"),
+        Some(Err(error)) => eprintln!("sphere-netd: no blocked-packet telemetry (NFLOG): {error}"),
     }
     // Keep the telemetry on disk every few seconds (atomic replace, only when it changed).
     let saver = Arc::clone(&shared);
@@ -241,7 +258,7 @@ fn bench_rules(args: &Args) -> Result<(), String> {
         })
         .collect();
     let names = args.names;
-    let table = rules::build(&apps, 7, |slot| {
+    let table = rules::build(&apps, Some(7), |slot| {
         (0..names)
             .map(|i| Element {
                 address: IpAddr::V4(Ipv4Addr::new(198, 51, (slot / 256) as u8, (slot % 256) as u8 ^ (i as u8))),

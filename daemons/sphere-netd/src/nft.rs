@@ -432,7 +432,7 @@ mod tests {
                 tcp_server_ports: vec![8080],
                 udp_server_ports: vec![],
             };
-            let mut table = crate::rules::build(&[policy], 7, |_| vec![]);
+            let mut table = crate::rules::build(&[policy], Some(7), |_| vec![]);
             let mut nft = Nft::open().ok()?;
             let good = nft.replace(&table);
             table.chains[0].rules.insert(1, Rule { matches: vec![], actions: vec![Action::Jump("missing".into())] });

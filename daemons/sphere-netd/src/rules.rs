@@ -179,8 +179,12 @@ fn established() -> Match {
     Match::CtState(CT_ESTABLISHED | CT_RELATED)
 }
 
-fn log(kind: &str, slot: u16, group: u16) -> Vec<Action> {
-    vec![Action::Log { prefix: format!("osn:{kind}:{slot}"), group }]
+/// Log to NFLOG when the kernel has it (`log_group`), otherwise only count.
+fn log(kind: &str, slot: u16, group: Option<u16>) -> Vec<Action> {
+    match group {
+        Some(group) => vec![Action::Log { prefix: format!("osn:{kind}:{slot}"), group }],
+        None => vec![Action::Counter],
+    }
 }
 
 fn base(name: &str, hook: Hook, priority: i32, kind: &'static str, rules: Vec<Rule>) -> Chain {
@@ -192,7 +196,7 @@ fn regular(name: String, rules: Vec<Rule>) -> Chain {
 }
 
 /// The whole table for these apps; `dynamic(slot)` gives the DNS-derived addresses to keep.
-pub fn build(apps: &[AppPolicy], log_group: u16, dynamic: impl Fn(u16) -> Vec<Element>) -> Table {
+pub fn build(apps: &[AppPolicy], log_group: Option<u16>, dynamic: impl Fn(u16) -> Vec<Element>) -> Table {
     let prefix = || IFACE_PREFIX.to_owned();
     let mut forward = vec![
         rule(vec![established()], vec![Action::Accept]),
@@ -421,8 +425,11 @@ mod tests {
 
     #[test]
     fn ip_literals_land_in_the_apps_own_sets_only() {
-        let table =
-            build(&[app(1, &["192.0.2.11", "2001:db8::11"], &[]), app(2, &["198.51.100.10"], &[])], 7, |_| vec![]);
+        let table = build(
+            &[app(1, &["192.0.2.11", "2001:db8::11"], &[]), app(2, &["198.51.100.10"], &[])],
+            Some(7),
+            |_| vec![],
+        );
         let set = |name: &str| table.sets.iter().find(|s| s.name == name).unwrap();
         assert_eq!(
             set("allow4_1").elements,
@@ -435,7 +442,7 @@ mod tests {
 
     #[test]
     fn outbound_is_default_deny_and_checks_the_source() {
-        let table = build(&[app(4, &[], &[])], 7, |_| vec![]);
+        let table = build(&[app(4, &[], &[])], Some(7), |_| vec![]);
         let out = chain(&table, "out_4");
         // Only set-based accepts, each bound to the app's own source address.
         for r in out.rules.iter().filter(|r| r.actions.contains(&Action::Accept)) {
@@ -449,7 +456,7 @@ mod tests {
 
     #[test]
     fn inbound_allows_only_the_server_ports() {
-        let table = build(&[app(1, &[], &[8080])], 7, |_| vec![]);
+        let table = build(&[app(1, &[], &[8080])], Some(7), |_| vec![]);
         let inbound = chain(&table, "in_1");
         let accepts: Vec<String> =
             inbound.rules.iter().filter(|r| r.actions == vec![Action::Accept]).map(|r| r.to_string()).collect();
@@ -459,7 +466,7 @@ mod tests {
 
     #[test]
     fn apps_cannot_reach_each_other_or_other_apps_dns_proxies() {
-        let table = build(&[app(1, &[], &[]), app(2, &[], &[])], 7, |_| vec![]);
+        let table = build(&[app(1, &[], &[]), app(2, &[], &[])], Some(7), |_| vec![]);
         let forward = chain(&table, "forward");
         let app_to_app =
             forward.rules.iter().position(|r| r.to_string() == "iifname \"sph*\" oifname \"sph*\" counter drop");
@@ -473,8 +480,17 @@ mod tests {
     }
 
     #[test]
+    fn without_nflog_blocks_are_counted_not_logged() {
+        let table = build(&[app(1, &[], &[80])], None, |_| vec![]);
+        let actions: Vec<&Action> = table.chains.iter().flat_map(|c| &c.rules).flat_map(|r| &r.actions).collect();
+        assert!(!actions.iter().any(|a| matches!(a, Action::Log { .. })));
+        assert_eq!(chain(&table, "out_1").rules.last().unwrap().actions, vec![Action::Reject]);
+        assert!(chain(&table, "out_1").rules.iter().any(|r| r.actions == vec![Action::Counter]));
+    }
+
+    #[test]
     fn dynamic_addresses_keep_their_remaining_time() {
-        let table = build(&[app(1, &["192.0.2.11"], &[])], 7, |slot| {
+        let table = build(&[app(1, &["192.0.2.11"], &[])], Some(7), |slot| {
             assert_eq!(slot, 1);
             vec![
                 Element { address: "192.0.2.10".parse().unwrap(), timeout_ms: Some(4_000) },
