@@ -22,6 +22,15 @@
 #   --appd-socket PATH host end of the app manager's development port (default: in the run's
 #                      temporary directory, printed at start); in development mode
 #                      `sphere app ... --socket PATH` manages the guest's apps through it
+#   --m4-firmware ELF  also boot the Cortex-M4 machine (mps2-an386) with this firmware (a
+#                      real-time app package's entry point), its UART1 linked to the guest's
+#                      inter-core port (virtio-serial sphere.intercore) through a host socket;
+#                      its UART0 log goes to --m4-log (default: the console log + .m4.log)
+#   --m4-log FILE      the M4's UART0 log
+#   --m4-icount        run the M4 with -icount shift=3 (virtual time follows instructions, so a
+#                      loaded host cannot make it look late)
+#   --intercore-socket PATH  connect the guest's inter-core port to this Unix socket (a server
+#                      someone else runs, e.g. a test's relay in front of an M4) instead
 #   --tpm DIR          attach a TPM 2.0: starts swtpm with its state in DIR (created when new;
 #                      keep DIR to keep the TPM's seeds, so the device keeps its identity) as a
 #                      tpm-tis-device; the guest gets /dev/tpm0 and /dev/tpmrm0
@@ -57,6 +66,10 @@ data_disk=
 ab_disk=
 quiet=0
 tpm_dir=
+m4_firmware=
+m4_log=
+m4_icount=0
+intercore_socket=
 netdev="user,id=n0,restrict=on"
 extra=()
 while (($#)); do
@@ -76,6 +89,10 @@ while (($#)); do
     --disk) ab_disk=${2:?}; shift ;;
     --quiet) quiet=1 ;;
     --tpm) tpm_dir=${2:?--tpm needs a state directory}; shift ;;
+    --m4-firmware) m4_firmware=${2:?}; shift ;;
+    --m4-log) m4_log=${2:?}; shift ;;
+    --m4-icount) m4_icount=1 ;;
+    --intercore-socket) intercore_socket=${2:?}; shift ;;
     -h|--help) sed -n '2,/^set -euo pipefail/{/^set -euo/d;s/^# \{0,1\}//;p}' "$script_path"; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -120,7 +137,25 @@ if [[ -z $log_file ]]; then
 fi
 mkdir -p "$(dirname "$log_file")"
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/opensphere-qemu.XXXXXX")
-trap 'rm -rf "$run_dir"' EXIT
+m4_pid=
+trap '[[ -n $m4_pid ]] && kill "$m4_pid" 2>/dev/null; rm -rf "$run_dir"' EXIT
+# The inter-core link: the M4's UART1 is a socket server; the guest's port connects to it
+# (reconnect=1: QEMU keeps trying while the server is not there yet).
+if [[ -n $m4_firmware ]]; then
+  [[ -f $m4_firmware ]] || die "M4 firmware $m4_firmware missing"
+  m4_log=${m4_log:-$log_file.m4.log}
+  m4_extra=()
+  ((m4_icount)) && m4_extra=(-icount shift=3)
+  qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic -monitor none \
+    -semihosting-config enable=on,target=native "${m4_extra[@]}" -kernel "$m4_firmware" \
+    -chardev "socket,id=ic,path=$run_dir/m4-link.sock,server=on,wait=off" \
+    -serial "file:$m4_log" -serial chardev:ic </dev/null >"$run_dir/m4-qemu.out" 2>&1 &
+  m4_pid=$!
+  for _ in $(seq 100); do [[ -S $run_dir/m4-link.sock ]] && break; sleep 0.05; done
+  [[ -S $run_dir/m4-link.sock ]] || die "the M4 machine did not start: $(cat "$run_dir/m4-qemu.out")"
+  [[ -n $intercore_socket ]] || intercore_socket=$run_dir/m4-link.sock
+  echo "run-qemu: M4 (mps2-an386) running $m4_firmware, UART0 log $m4_log" >&2
+fi
 ctl_socket="$run_dir/ctl.sock"
 [[ -n $appd_socket ]] || appd_socket="$run_dir/appd.sock"
 
@@ -152,8 +187,12 @@ qemu=(
   -device virtio-serial-device -device virtserialport,chardev=ctl,name=sphere.ctl
   -chardev "socket,id=appd,path=$appd_socket,server=on,wait=off"
   -device virtserialport,chardev=appd,name=sphere.appd
-  "${extra[@]}"
 )
+if [[ -n $intercore_socket ]]; then
+  qemu+=(-chardev "socket,id=ic,path=$intercore_socket,reconnect=1"
+    -device virtserialport,chardev=ic,name=sphere.intercore)
+fi
+qemu+=("${extra[@]}")
 
 ((${#tpm_args[@]})) && qemu+=("${tpm_args[@]}")
 echo "run-qemu: image $image_dir (-m $memory, timeout ${timeout}s)" >&2

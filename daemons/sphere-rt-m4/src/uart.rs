@@ -97,13 +97,18 @@ impl<const R: usize, const T: usize> Uart<R, T> {
     }
 
     /// The RX interrupt: move every received byte into the ring.
+    ///
+    /// The interrupt is cleared BEFORE the data register is drained: a byte that arrives after
+    /// the last RXFULL check then raises the interrupt again. Clearing it afterwards would
+    /// drop that byte's interrupt while the byte sits in the (one-byte) receiver, which then
+    /// waits for a read that never comes: the link stalls for good.
     pub fn on_rx_interrupt(&self) {
+        self.write(INTCLEAR, INT_RX);
         cortex_m::interrupt::free(|cs| {
             let mut rx = self.rx.borrow(cs).borrow_mut();
             while self.read(STATE) & STATE_RXFULL != 0 {
                 rx.push(self.read(DATA) as u8);
             }
-            self.write(INTCLEAR, INT_RX);
         });
     }
 
