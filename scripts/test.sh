@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape netd update cloud attestd kernel-config yocto-layer boot escape-qemu device-cli m4 intercore-qemu attest-qemu)
+SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape netd cloud attestd kernel-config yocto-layer boot escape-qemu device-cli m4 intercore-qemu attest-qemu)
 declare -A DESCRIPTION=(
   [rust-format]="cargo fmt --check over the workspace"
   [rust-lint]="cargo clippy -D warnings over every target"
@@ -27,7 +27,6 @@ declare -A DESCRIPTION=(
   [cloud]="sphere-cloud against real mosquitto (TLS, client certs, ACLs) and PostgreSQL: attestation attacks refused (tests/cloud-test.sh)"
   [attestd]="sphere-attestd on the host against a real swtpm: TPM commands, PCR-extend semantics, quotes, evidence, outbox (tests/attestd-test.sh)"
   [attest-qemu]="QEMU device with swtpm attests to sphere-cloud, gets a certificate, mTLS MQTT telemetry and an error report (tests/attest-e2e-test.sh)"
-  [update]="TUF update attacks refused with the device unchanged, resume after link loss and power cut, python-tuf interop (tests/update-attack-test.sh, tests/update-interop-test.sh)"
   [netd]="per-app network firewall in test namespaces: allowed names/IPs work, every bypass attempt is blocked (tests/netd-test.sh)"
   [m4]="the Cortex-M4 firmware under QEMU mps2-an386: inter-core echo, backpressure, deadlines (tests/m4-test.sh)"
   [intercore-qemu]="A7 and M4 QEMU machines linked: app-manager-brokered round trips, refusals, resync, deadlines under flood"
@@ -60,7 +59,6 @@ run_suite() {
     fuzz-smoke) scripts/fuzz.sh 15 ;;
     escape) tests/escape-suite.sh ;;
     netd) tests/netd-test.sh ;;
-    update) tests/update-attack-test.sh && tests/update-interop-test.sh ;;
     cloud) tests/cloud-test.sh ;;
     attestd) tests/attestd-test.sh ;;
     attest-qemu) tests/attest-e2e-test.sh ;;
