@@ -9,6 +9,8 @@
 #   image  kernel source, kernel build tools, QEMU and filesystem tools for the A7 test image
 #   ab     the A/B update disk and boot-state record tools (sfdisk, libubootenv)
 #   attest the device attestation tests: swtpm (a real TPM 2.0 for the host tests and QEMU) and mosquitto
+#   update the update attack/interop tests (openssl test CA, python3-cryptography, venv for python-tuf)
+#          and scripts/bench-update.sh (RAUC to compare against)
 set -euo pipefail
 
 RUST_MSRV_DEB=1.85.0+dfsg3-1~deb12u3
@@ -29,6 +31,9 @@ declare -A GROUP_PACKAGES=(
   # sphere-attestd: swtpm (+ swtpm_ioctl) as the TPM in host tests and under QEMU, mosquitto for the
   # mutual-TLS link and the MQTT benchmark (mosquitto_pub/mosquitto_sub as the comparison).
   [attest]="swtpm swtpm-tools mosquitto mosquitto-clients e2fsprogs erofs-utils"
+  # sphere-updated: a test CA (openssl), a key-forging attacker (python3-cryptography), python-tuf in a
+  # venv for the interoperability test, RAUC (+ dbus-run-session) for the install benchmark.
+  [update]="openssl python3 python3-venv python3-cryptography rauc dbus"
 )
 
 groups=(base "$@")

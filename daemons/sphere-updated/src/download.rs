@@ -189,12 +189,21 @@ pub async fn fetch(
 ) -> Result<Verified, DownloadError> {
     let mut attempt = 0u32;
     loop {
+        // Attempts count failures in a row without progress: a link that breaks every few
+        // MiB still finishes, a dead one gives up.
+        let before = writer.written();
         attempt += 1;
-        match fetch_once(http, options, store, job, &mut writer, &mut progress).await {
+        let result = fetch_once(http, options, store, job, &mut writer, &mut progress).await;
+        if writer.written() > before {
+            attempt = 1;
+        }
+        match result {
             Ok(true) => {
-                let verified = writer.finish()?;
+                // Whatever the outcome, these bytes are done with: a verified file needs no
+                // resume, and a file that failed verification must not be resumed from.
+                let verified = writer.finish();
                 store.clear();
-                return Ok(verified);
+                return Ok(verified?);
             }
             Ok(false) => {
                 // The server ignored our Range and sent the whole file: start over at 0.

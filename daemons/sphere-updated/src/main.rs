@@ -139,7 +139,20 @@ async fn run(command: Command, config: Config, json: bool) -> Result<(), UpdateE
                 "slot {} running OS version {} ({}); M4 firmware version {}",
                 status.booted_slot, status.os_version, status.boot_state, status.m4_version
             );
-            print(json, &status, text);
+            // For tools and tests: the whole boot record, the anti-rollback minimum and the
+            // versions installed outside the slots.
+            let slots = updater.slots()?;
+            let (_, record) = slots.record().load().map_err(sphere_slots::SlotsError::from)?;
+            let minimum = sphere_slots::MinVersionStore::minimum(&sphere_slots::FileMinVersion::new(
+                &updater.config.min_version,
+            ))?;
+            let value = serde_json::json!({
+                "status": status,
+                "record": record,
+                "min_version": minimum,
+                "installed": updater.installed(),
+            });
+            print(json, &value, text);
             Ok(())
         }
         Command::Commit => {

@@ -302,44 +302,19 @@ impl Updater {
             Url::parse(&if u.ends_with('/') { u.clone() } else { format!("{u}/") })
                 .map_err(|e| UpdateError::Config(format!("targets_url: {e}")))?
         };
+        // With consistent snapshots (python-tuf's default) target files are stored as
+        // `DIR/SHA256.NAME`, so a file can be replaced without a window of mismatch.
+        let consistent = repo.root().signed.consistent_snapshot;
         let os = release.target(Kind::OsImage).cloned();
         let m4 = release.target(Kind::M4Firmware).cloned();
         let mut done = Vec::new();
 
-        // M4 firmware goes with the OS slot that will boot it: into the target slot's
-        // directory when the release also has an OS image (joint rollback: if the new slot
-        // fails its health check the boot loader falls back to the old slot, whose firmware
-        // was never touched), else replacing the running slot's firmware atomically.
-        let m4_slot = if os.is_some() {
-            slots
-                .record()
-                .load()
-                .map_err(sphere_slots::SlotsError::from)?
-                .1
-                .install_target(booted)
-                .map_err(sphere_slots::SlotsError::from)?
-        } else {
-            booted
-        };
-        if let Some(t) = &m4 {
-            let dir = self.config.m4_dir.join(format!("slot-{}", m4_slot.as_str()));
-            let final_path = dir.join("firmware.bin");
-            let part = dir.join("firmware.bin.part");
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            self.fetch_to_file(&repo, &targets_base, &store, t, &part, &mut progress).await?;
-            if os.is_none() {
-                // Keep the previous firmware for `rollback`.
-                if final_path.exists() {
-                    std::fs::rename(&final_path, dir.join("firmware.prev")).map_err(io(&final_path))?;
-                }
-            }
-            std::fs::rename(&part, &final_path).map_err(io(&final_path))?;
-            installed.m4.insert(m4_slot.as_str().to_string(), t.info.version);
-            self.save_installed(&installed)?;
-            done.push(t.name.clone());
-        }
-
-        let mut trial_slot = None;
+        // Downloads first, then one commit step, so a failure anywhere leaves the device as
+        // it was. M4 firmware goes with the OS slot that will boot it: next to the target
+        // slot when the release also has an OS image (joint rollback: if the new slot fails
+        // its health check the boot loader falls back to the old slot, whose firmware was
+        // never touched), else it replaces the running slot's firmware atomically.
+        let mut os_done = None;
         if let Some(t) = &os {
             let expected = expected_of(t)?;
             let target_slot = slots
@@ -355,11 +330,44 @@ impl Updater {
             if offset > 0 {
                 eprintln!("sphere-updated: resuming {} at byte {offset}", t.name);
             }
-            let job = Job { url: target_url(&targets_base, &t.name)?, target: &t.name, expected, destination: device };
+            let job = Job {
+                url: target_url(&targets_base, &t.name, consistent.then_some(t.sha256.as_str()))?,
+                target: &t.name,
+                expected,
+                destination: device,
+            };
             let verified = download::fetch(&self.http, &self.config.download, &store, &job, writer, |d, n| {
                 progress(&t.name, d, n)
             })
             .await?;
+            os_done = Some((slot, verified, t));
+        }
+        let m4_slot = os_done.as_ref().map(|(slot, _, _)| *slot).unwrap_or(booted);
+        let mut m4_done = None;
+        if let Some(t) = &m4 {
+            let dir = self.config.downloads_dir();
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let part = dir.join(format!("{}.m4", t.sha256));
+            self.fetch_to_file(consistent, &targets_base, &store, t, &part, &mut progress).await?;
+            m4_done = Some((part, t));
+        }
+
+        // Commit: firmware into place, then the slot on trial (the last, atomic step).
+        if let Some((part, t)) = m4_done {
+            let dir = self.config.m4_dir.join(format!("slot-{}", m4_slot.as_str()));
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let final_path = dir.join("firmware.bin");
+            if os_done.is_none() && final_path.exists() {
+                // Keep the previous firmware for a manual rollback.
+                std::fs::rename(&final_path, dir.join("firmware.prev")).map_err(io(&final_path))?;
+            }
+            std::fs::rename(&part, &final_path).map_err(io(&final_path))?;
+            installed.m4.insert(m4_slot.as_str().to_string(), t.info.version);
+            self.save_installed(&installed)?;
+            done.push(t.name.clone());
+        }
+        let mut trial_slot = None;
+        if let Some((slot, verified, t)) = os_done {
             slots.finish_install(slot, &verified, &t.info.version.to_string())?;
             trial_slot = Some(slot.to_string());
             done.push(t.name.clone());
@@ -369,7 +377,7 @@ impl Updater {
             let dir = self.config.downloads_dir();
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             let path = dir.join(format!("{}.sphpkg", t.sha256));
-            self.fetch_to_file(&repo, &targets_base, &store, t, &path, &mut progress).await?;
+            self.fetch_to_file(consistent, &targets_base, &store, t, &path, &mut progress).await?;
             self.install_app(&path).await?;
             let _ = std::fs::remove_file(&path);
             installed.apps.insert(t.info.component_id.clone(), t.info.version);
@@ -387,7 +395,7 @@ impl Updater {
 
     async fn fetch_to_file(
         &self,
-        _repo: &tough::Repository,
+        consistent: bool,
         base: &Url,
         store: &PartialStore,
         t: &VerifiedTarget,
@@ -397,7 +405,12 @@ impl Updater {
         let expected = expected_of(t)?;
         let offset = store.resume_offset(&t.name, &expected, path);
         let writer = SlotWriter::resume(path, expected, offset).map_err(DownloadError::from)?;
-        let job = Job { url: target_url(base, &t.name)?, target: &t.name, expected, destination: path.to_path_buf() };
+        let job = Job {
+            url: target_url(base, &t.name, consistent.then_some(t.sha256.as_str()))?,
+            target: &t.name,
+            expected,
+            destination: path.to_path_buf(),
+        };
         download::fetch(&self.http, &self.config.download, store, &job, writer, |d, n| progress(&t.name, d, n)).await?;
         Ok(())
     }
@@ -449,9 +462,14 @@ fn expected_of(t: &VerifiedTarget) -> Result<ExpectedImage, UpdateError> {
     ExpectedImage::from_hex(t.length, &t.sha256).map_err(|e| UpdateError::Download(e.into()))
 }
 
-fn target_url(base: &Url, name: &str) -> Result<Url, UpdateError> {
+fn target_url(base: &Url, name: &str, hash_prefix: Option<&str>) -> Result<Url, UpdateError> {
     // Target names are TUF-validated (tough's TargetName refuses `..` and absolute paths).
-    base.join(name).map_err(|e| UpdateError::Config(format!("target {name}: {e}")))
+    let path = match (hash_prefix, name.rsplit_once('/')) {
+        (None, _) => name.to_string(),
+        (Some(hash), Some((dir, file))) => format!("{dir}/{hash}.{file}"),
+        (Some(hash), None) => format!("{hash}.{name}"),
+    };
+    base.join(&path).map_err(|e| UpdateError::Config(format!("target {name}: {e}")))
 }
 
 /// An error and its causes on one line (tough's errors nest the interesting part).

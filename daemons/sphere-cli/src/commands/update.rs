@@ -127,6 +127,7 @@ pub enum RepoCommand {
         repo: RepoArgs,
         /// root, targets, snapshot or timestamp.
         role: String,
+        #[arg(allow_hyphen_values = true)]
         when: String,
     },
     /// Replace a role's keys with new ones (revoking the old); root changes get a new root version.
@@ -370,7 +371,12 @@ async fn load_repo(repo: &Path) -> Result<tough::Repository, CommandError> {
 
 /// Versions for the next signing: one above the current ones.
 async fn editor_for(repo: &Path) -> Result<(RepositoryEditor, [u64; 3]), CommandError> {
-    let loaded = load_repo(repo).await?;
+    editor_from(repo, load_repo(repo).await?).await
+}
+
+/// [`editor_for`] from a repository loaded earlier (before a root change that the current
+/// targets/snapshot/timestamp signatures do not satisfy yet); signs against the root.json on disk.
+async fn editor_from(repo: &Path, loaded: tough::Repository) -> Result<(RepositoryEditor, [u64; 3]), CommandError> {
     let versions = [
         loaded.targets().signed.version.get() + 1,
         loaded.snapshot().signed.version.get() + 1,
@@ -624,6 +630,7 @@ async fn repo_command(command: RepoCommand, output: &Output) -> Result<(), Comma
         }
         RepoCommand::RotateKey { repo, role, new_key, threshold } => {
             let role = parse_role(&role)?;
+            let loaded = load_repo(&repo.repo).await?;
             let mut root = read_root(&repo.repo)?;
             let version = root.signed.version.get() + 1;
             let old_root_keys = role_keys(&repo.keys, RoleType::Root);
@@ -645,13 +652,13 @@ async fn repo_command(command: RepoCommand, output: &Output) -> Result<(), Comma
             write_root(&repo.repo, root, &signers).await?;
             // Retire the old key files of the role so signing uses only the new ones.
             let retired = retire_keys(&repo.keys, role, &new_keys)?;
-            for key in &new_keys {
+            for (i, key) in new_keys.iter().enumerate() {
                 if key.path.parent() != Some(repo.keys.as_path()) {
-                    let dest = repo.keys.join(format!("{}-v{version}.pem", role_name(role)));
+                    let dest = repo.keys.join(format!("{}-v{version}-{}.pem", role_name(role), i + 1));
                     std::fs::copy(&key.path, &dest).map_err(usage)?;
                 }
             }
-            let (editor, _) = editor_for(&repo.repo).await?;
+            let (editor, _) = editor_from(&repo.repo, loaded).await?;
             sign_and_write(&repo.repo, editor, &repo.keys).await?;
             output.print(
                 &json!({"ok": true, "role": role_name(role), "root_version": version, "retired": retired}),
@@ -666,6 +673,7 @@ async fn repo_command(command: RepoCommand, output: &Output) -> Result<(), Comma
             Ok(())
         }
         RepoCommand::TransferOwnership { repo, new_keys } => {
+            let loaded = load_repo(&repo.repo).await?;
             let mut root = read_root(&repo.repo)?;
             let version = root.signed.version.get() + 1;
             let mut signers = role_keys(&repo.keys, RoleType::Root);
@@ -687,7 +695,7 @@ async fn repo_command(command: RepoCommand, output: &Output) -> Result<(), Comma
             root.signed.keys.retain(|id, _| used.contains(id));
             root.signed.version = nz(version);
             write_root(&repo.repo, root, &signers).await?;
-            let (editor, _) = editor_for(&repo.repo).await?;
+            let (editor, _) = editor_from(&repo.repo, loaded).await?;
             sign_and_write(&repo.repo, editor, &new_keys).await?;
             output.print(&json!({"ok": true, "root_version": version, "keys": new_keys}), || {
                 format!("ownership transferred: root version {version} trusts only the keys in {}", new_keys.display())
