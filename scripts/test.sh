@@ -3,7 +3,7 @@
 # missing host packages can be installed; scripts/install-host-deps.sh says which).
 #
 # Usage: scripts/test.sh [--skip-boot] [--only SUITE]... [--list]
-#   --skip-boot   do not run the QEMU suites (boot, escape-qemu, device-cli, m4, attest-qemu); they are then
+#   --skip-boot   do not run the QEMU suites (boot, escape-qemu, device-cli, m4, intercore-qemu, attest-qemu); they are then
 #                 reported as skipped, never silently
 #   --only SUITE  run only the named suites (repeatable); --list shows them
 #
@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape netd update cloud attestd kernel-config yocto-layer boot escape-qemu device-cli m4 attest-qemu)
+SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape netd update cloud attestd kernel-config yocto-layer boot escape-qemu device-cli m4 intercore-qemu attest-qemu)
 declare -A DESCRIPTION=(
   [rust-format]="cargo fmt --check over the workspace"
   [rust-lint]="cargo clippy -D warnings over every target"
@@ -30,6 +30,7 @@ declare -A DESCRIPTION=(
   [update]="TUF update attacks refused with the device unchanged, resume after link loss and power cut, python-tuf interop (tests/update-attack-test.sh, tests/update-interop-test.sh)"
   [netd]="per-app network firewall in test namespaces: allowed names/IPs work, every bypass attempt is blocked (tests/netd-test.sh)"
   [m4]="the Cortex-M4 firmware under QEMU mps2-an386: inter-core echo, backpressure, deadlines (tests/m4-test.sh)"
+  [intercore-qemu]="A7 and M4 QEMU machines linked: app-manager-brokered round trips, refusals, resync, deadlines under flood"
 )
 
 skip_boot=0
@@ -69,6 +70,7 @@ run_suite() {
     escape-qemu) tests/escape-suite-qemu.sh ;;
     device-cli) tests/device-cli-test.sh ;;
     m4) tests/m4-test.sh ;;
+    intercore-qemu) tests/intercore-qemu-test.sh ;;
   esac
 }
 
@@ -91,7 +93,7 @@ fi
 passed=0 failed=0 skipped=0
 failed_names=()
 for suite in "${selected[@]}"; do
-  if [[ $suite =~ ^(boot|escape-qemu|device-cli|m4|attest-qemu)$ && $skip_boot == 1 ]]; then
+  if [[ $suite =~ ^(boot|escape-qemu|device-cli|m4|intercore-qemu|attest-qemu)$ && $skip_boot == 1 ]]; then
     echo "== $suite: SKIPPED (--skip-boot given)"
     skipped=$((skipped + 1))
     continue
