@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Assemble an A/B disk image for the QEMU board (the layout of meta-sphere's sphere-ab.wks.in
-# minus the boot partition, which QEMU does not need: it loads the kernel itself).
+# Assemble an A/B disk image for the QEMU board: the partition layout of meta-sphere's
+# files/wic/sphere-ab.wks.in (same names, order and sizes), so the Yocto image and this one agree.
 #
 # Usage: scripts/make-ab-disk.sh --out FILE --rootfs-a IMG [options]
 #   --out FILE         the disk image to write (replaced atomically)
@@ -14,10 +14,11 @@
 #   -h, --help
 #
 # GPT partitions, 1 MiB aligned, found by name at boot:
-#   bootenv   1 MiB   boot-state record: two U-Boot environment copies (0x0 and 0x10000, 16 KiB)
-#   rootfs_a  SLOT    slot A (read-only root, EROFS)
-#   rootfs_b  SLOT    slot B
-#   data      DATA    ext4, label sphere-data: the only writable partition
+#   1 boot      16 MiB  left empty here: QEMU loads the kernel itself (on boards: kernel, U-Boot files)
+#   2 rootfs_a  SLOT    slot A (read-only root, EROFS)
+#   3 rootfs_b  SLOT    slot B
+#   4 data      DATA    ext4, label sphere-data: the only writable partition
+#   5 bootenv   1 MiB   boot-state record: two U-Boot environment copies (0x0 and 0x10000, 16 KiB)
 # The factory record says: slot A, committed (written with the host build of sphere-slots).
 # The last stdout line is the byte offset of the bootenv partition (for sphere-slots --bootenv-offset).
 set -euo pipefail
@@ -57,20 +58,22 @@ command -v sfdisk >/dev/null || die "sfdisk missing (scripts/install-host-deps.s
 tool=${CARGO_TARGET_DIR:-$repo_root/target}/debug/sphere-slots
 
 mib=1048576
-env_start=1
-a_start=$((env_start + 1))
+boot_start=1
+a_start=$((boot_start + 16))
 b_start=$((a_start + slot_size))
 data_start=$((b_start + slot_size))
-total=$((data_start + data_size + 1))   # + 1 MiB for the backup GPT
+env_start=$((data_start + data_size))
+total=$((env_start + 1 + 1))   # + 1 MiB for the backup GPT
 tmp="$out.tmp.$$"
 trap 'rm -f "$tmp" "$tmp.data"' EXIT
 rm -f "$tmp"
 truncate -s "$((total * mib))" "$tmp"
 sfdisk --quiet --label gpt "$tmp" >&2 <<SFDISK
-start=$((env_start * 2048)), size=2048, name=bootenv
+start=$((boot_start * 2048)), size=$((16 * 2048)), name=boot
 start=$((a_start * 2048)), size=$((slot_size * 2048)), name=rootfs_a
 start=$((b_start * 2048)), size=$((slot_size * 2048)), name=rootfs_b
 start=$((data_start * 2048)), size=$((data_size * 2048)), name=data
+start=$((env_start * 2048)), size=2048, name=bootenv
 SFDISK
 dd if="$rootfs_a" of="$tmp" bs=1M seek="$a_start" conv=notrunc,fsync status=none
 if [[ -n $rootfs_b ]]; then
@@ -83,5 +86,5 @@ factory=(factory --version-a "$version_a" --bootlimit "$bootlimit")
 [[ -n $rootfs_b ]] && factory+=(--version-b "$version_b")
 "$tool" --bootenv "$tmp" --bootenv-offset "$((env_start * mib))" "${factory[@]}" >&2
 mv -f "$tmp" "$out"
-echo "make-ab-disk: $out: bootenv@${env_start}M rootfs_a@${a_start}M rootfs_b@${b_start}M data@${data_start}M (${total} MiB)" >&2
+echo "make-ab-disk: $out: boot@${boot_start}M rootfs_a@${a_start}M rootfs_b@${b_start}M data@${data_start}M bootenv@${env_start}M (${total} MiB)" >&2
 echo "$((env_start * mib))"

@@ -259,6 +259,7 @@ pub struct Loaded {
 #[derive(Debug, Clone)]
 pub struct EnvStore {
     location: EnvLocation,
+    sync_each_sector: bool,
 }
 
 impl EnvStore {
@@ -270,7 +271,14 @@ impl EnvStore {
                 why: format!("{} copies configured (1 or 2 allowed)", location.offsets.len()),
             });
         }
-        Ok(EnvStore { location })
+        Ok(EnvStore { location, sync_each_sector: false })
+    }
+
+    /// Sync after every sector instead of once per copy: far slower, so that a kill lands in
+    /// the middle of a copy most of the time (the host power-cut test uses it; devices do not).
+    pub fn sync_each_sector(mut self, on: bool) -> Self {
+        self.sync_each_sector = on;
+        self
     }
 
     pub fn location(&self) -> &EnvLocation {
@@ -341,6 +349,9 @@ impl EnvStore {
         // two sectors, and the host power-cut test (tests/record-powercut.sh) exercises that.
         for sector in buf.chunks(SECTOR) {
             file.write_all(sector).map_err(|e| self.io(e))?;
+            if self.sync_each_sector {
+                file.sync_data().map_err(|e| self.io(e))?;
+            }
         }
         file.sync_data().map_err(|e| self.io(e))?;
         Ok(())

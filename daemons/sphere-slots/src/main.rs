@@ -103,6 +103,9 @@ enum Command {
     StressRecord {
         #[arg(long, default_value_t = 1000)]
         count: u64,
+        /// Sync after every 512-byte sector (a slow writer: kills then land mid-copy).
+        #[arg(long)]
+        sync_each_sector: bool,
     },
 }
 
@@ -283,9 +286,9 @@ fn install(
     Ok(())
 }
 
-fn stress(cli: &Cli, count: u64) -> Result<(), Failure> {
+fn stress(cli: &Cli, count: u64, sync_each_sector: bool) -> Result<(), Failure> {
     let location = layout(cli)?.env;
-    let store = EnvStore::new(location)?;
+    let store = EnvStore::new(location)?.sync_each_sector(sync_each_sector);
     let mut env = match store.read() {
         Ok(loaded) => loaded.env,
         Err(_) => sphere_slots::Env::new(),
@@ -303,8 +306,8 @@ fn stress(cli: &Cli, count: u64) -> Result<(), Failure> {
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    if let Command::StressRecord { count } = cli.command {
-        return stress(cli, count);
+    if let Command::StressRecord { count, sync_each_sector } = cli.command {
+        return stress(cli, count, sync_each_sector);
     }
     let slots = Slots::open(layout(cli)?)?;
     match &cli.command {
