@@ -153,6 +153,8 @@ pub async fn serve_p2p(shared: Shared, socket: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    // sphere-init's readiness line (stdout): the API is reachable from here on.
+    println!("sphere-netd: ready");
     loop {
         let (stream, _) = listener.accept().await?;
         let service = NetworkService { shared: Arc::clone(&shared) };
@@ -168,8 +170,9 @@ pub async fn serve_p2p(shared: Shared, socket: &Path) -> std::io::Result<()> {
             // The connection serves on its own tasks; keep it alive until the peer leaves.
             Ok(connection) => {
                 tokio::spawn(async move {
-                    let _keep = connection;
-                    std::future::pending::<()>().await
+                    // The stream ends when the peer closes the socket; then the connection goes.
+                    let mut messages = zbus::MessageStream::from(&connection);
+                    while futures_util::StreamExt::next(&mut messages).await.is_some() {}
                 });
             }
             Err(error) => eprintln!("sphere-netd: a D-Bus client failed to connect: {error}"),
@@ -184,6 +187,7 @@ pub async fn serve_system_bus(shared: Shared) -> zbus::Result<()> {
         .serve_at(OBJECT_PATH, NetworkService { shared })?
         .build()
         .await?;
+    println!("sphere-netd: ready");
     std::future::pending::<()>().await;
     Ok(())
 }
