@@ -21,19 +21,25 @@ pub type Shared = Arc<Mutex<Firewall>>;
 
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_MESSAGE: usize = 4096;
+/// Queries of one app socket in flight at once; more are dropped (the resolver retries), so a
+/// flooding app cannot exhaust the daemon's sockets or memory.
+const MAX_IN_FLIGHT: usize = 64;
 
-/// Serve one app's queries on `bind` until aborted.
+/// Serve one app's queries on `socket` until aborted.
 pub async fn serve(shared: Shared, component_id: String, socket: UdpSocket) {
     let socket = Arc::new(socket);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let Ok((len, peer)) = socket.recv_from(&mut buf).await else { continue };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
         let query = buf[..len].to_vec();
         let (shared, id, socket) = (Arc::clone(&shared), component_id.clone(), Arc::clone(&socket));
         tokio::spawn(async move {
             if let Some(reply) = answer(&shared, &id, &query).await {
                 let _ = socket.send_to(&reply, peer).await;
             }
+            drop(slot);
         });
     }
 }
