@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Benchmark: install a 64 MiB OS image into a file-backed slot with sphere-updated and with
+# RAUC (Debian's rauc 1.8, bootloader=noop, file-backed raw slots, under dbus-run-session),
+# alternating, in one run; and SHA-256 throughput of the installer's hasher against
+# `openssl speed -evp sha256` on the same machine.
+#
+# sphere-updated's run is the whole device path: TUF refresh (timestamp, snapshot, targets,
+# signatures) over HTTPS from a local static server, the 64 MiB download streamed into the
+# slot while hashing, verification, the boot record updated. RAUC's run is `rauc install` of
+# a signed bundle already on local disk (signature check, bundle mount, copy + hash). Page
+# cache warm for both (the first round is a discarded warm-up).
+#
+# Usage: scripts/bench-update.sh [ROUNDS]     (default 7; prints medians and ratios)
+# Goals (docs/benchmarks.md): sphere-updated median <= 1.0x RAUC's; hashing >= 80% of openssl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-7}
+scripts/install-host-deps.sh update >&2
+cargo build --locked --release -q -p sphere-updated -p sphere-cli
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
+W=$(mktemp -d /tmp/bench-update.XXXXXX)
+SERVER_PID=
+cleanup() {
+  [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+IMAGE=$W/rootfs.img
+head -c $((64 << 20)) /dev/urandom >"$IMAGE"
+
+# --- RAUC: keys, system.conf, bundle -----------------------------------------------------
+mkdir -p "$W/rauc/bundle"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/rauc/key.pem" -out "$W/rauc/cert.pem" \
+  -days 2 -subj /CN=bench 2>/dev/null
+cat >"$W/rauc/system.conf" <<CONF
+[system]
+compatible=opensphere-bench
+bootloader=noop
+data-directory=$W/rauc/data
+
+[keyring]
+path=$W/rauc/cert.pem
+
+[slot.rootfs.0]
+device=$W/rauc/slot-a
+type=raw
+bootname=A
+
+[slot.rootfs.1]
+device=$W/rauc/slot-b
+type=raw
+bootname=B
+CONF
+cp "$IMAGE" "$W/rauc/bundle/rootfs.img"
+cat >"$W/rauc/bundle/manifest.raucm" <<MANIFEST
+[update]
+compatible=opensphere-bench
+version=2
+
+[image.rootfs]
+filename=rootfs.img
+MANIFEST
+truncate -s $((64 << 20)) "$W/rauc/slot-a" "$W/rauc/slot-b"
+rauc bundle --cert="$W/rauc/cert.pem" --key="$W/rauc/key.pem" "$W/rauc/bundle" "$W/rauc/update.raucb" >/dev/null 2>&1
+rm -rf "$W/rauc/bundle"
+
+# --- sphere-updated: CA, repository, server, device --------------------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/ca.key" -out "$W/ca.pem" \
+  -days 2 -subj /CN=bench-ca 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/server.key" -out "$W/server.csr" \
+  -subj /CN=127.0.0.1 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' >"$W/ext.cnf"
+openssl x509 -req -in "$W/server.csr" -CA "$W/ca.pem" -CAkey "$W/ca.key" -CAcreateserial \
+  -out "$W/server.pem" -days 2 -extfile "$W/ext.cnf" 2>/dev/null
+"$BIN/sphere" update repo init "$W/repo" --keys "$W/keys" >/dev/null
+"$BIN/sphere" update repo add-target "$W/repo" "$IMAGE" --keys "$W/keys" --kind os-image --version 2 \
+  --hardware bench --release r2 >/dev/null
+python3 tests/update-server.py "$W/repo" --cert "$W/server.pem" --key "$W/server.key" --port-file "$W/port" 2>/dev/null &
+SERVER_PID=$!
+for _ in $(seq 50); do [[ -s $W/port ]] && break; sleep 0.1; done
+PORT=$(cat "$W/port")
+D=$W/device
+mkdir -p "$D"
+truncate -s $((64 << 20)) "$D/slot-a" "$D/slot-b"
+cat >"$D/config.json" <<JSON
+{
+  "metadata_url": "https://127.0.0.1:$PORT/metadata/",
+  "targets_url": "https://127.0.0.1:$PORT/targets/",
+  "trusted_root": "$W/repo/metadata/1.root.json",
+  "ca_certificates": "$W/ca.pem",
+  "hardware": "bench",
+  "state_dir": "$D/state",
+  "min_version": "$D/min-version",
+  "m4_dir": "$D/m4",
+  "slots": {"bootenv": "$D/bootenv", "slot_a": "$D/slot-a", "slot_b": "$D/slot-b", "booted": "a"}
+}
+JSON
+
+now() { date +%s.%N; }
+sphere_round() {
+  rm -rf "$D/state" "$D/bootenv"
+  "$BIN/sphere-updated" --config "$D/config.json" init-record >/dev/null
+  local t0 t1
+  t0=$(now)
+  "$BIN/sphere-updated" --config "$D/config.json" install --release r2 >/dev/null 2>&1
+  t1=$(now)
+  cmp -s "$D/slot-b" "$IMAGE" || { echo "bench-update: sphere-updated wrote a wrong slot" >&2; exit 1; }
+  echo "$t1 - $t0" | bc
+}
+rauc_round() {
+  rm -rf "$W/rauc/data"
+  mkdir -p "$W/rauc/data"
+  # One D-Bus session and RAUC service per round, started before the clock.
+  # rauc talks to the "system" bus: point it at this private session bus.
+  dbus-run-session -- bash -c '
+    export DBUS_SYSTEM_BUS_ADDRESS=$DBUS_SESSION_BUS_ADDRESS
+    rauc service --conf="$1/system.conf" --override-boot-slot=A >/dev/null 2>&1 &
+    svc=$!
+    for _ in $(seq 100); do rauc status >/dev/null 2>&1 && break; sleep 0.05; done
+    t0=$(date +%s.%N)
+    rauc install "$1/update.raucb" >/dev/null 2>&1 || { echo FAIL; kill $svc; exit 1; }
+    t1=$(date +%s.%N)
+    kill $svc
+    echo "$t1 - $t0" | bc' _ "$W/rauc"
+}
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "bench-update: 64 MiB image, $ROUNDS rounds each (alternating; first round of each discarded as warm-up)"
+sphere_round >/dev/null
+rauc_round >/dev/null
+: >"$W/sphere.times"
+: >"$W/rauc.times"
+for _ in $(seq "$ROUNDS"); do
+  sphere_round >>"$W/sphere.times"
+  r=$(rauc_round)
+  [[ $r == FAIL* ]] && { echo "bench-update: rauc install failed" >&2; exit 1; }
+  echo "$r" >>"$W/rauc.times"
+done
+cmp -s "$W/rauc/slot-b" "$IMAGE" || { echo "bench-update: RAUC did not write slot B" >&2; exit 1; }
+s_med=$(median <"$W/sphere.times")
+r_med=$(median <"$W/rauc.times")
+printf 'sphere-updated install (TUF + HTTPS download + hash-while-writing): median %.3f s  (%s)\n' "$s_med" "$(tr '\n' ' ' <"$W/sphere.times")"
+printf 'rauc install (local bundle, noop bootloader):                       median %.3f s  (%s)\n' "$r_med" "$(tr '\n' ' ' <"$W/rauc.times")"
+printf 'ratio sphere-updated / rauc: %.2fx (goal <= 1.0x)\n' "$(echo "$s_med / $r_med" | bc -l)"
+
+ours=$("$BIN/sphere-updated" bench-hash --mib 512)
+openssl_kb=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null | awk '/^sha256/ {print $2}' | tr -d k)
+openssl_bps=$(echo "$openssl_kb * 1000" | bc)
+printf 'sha256: sphere-updated %.0f MB/s, openssl speed -evp sha256 (1 MiB blocks) %.0f MB/s: %.0f%% (goal >= 80%%)\n' \
+  "$(echo "$ours / 1000000" | bc -l)" "$(echo "$openssl_bps / 1000000" | bc -l)" "$(echo "100 * $ours / $openssl_bps" | bc -l)"
