@@ -187,7 +187,16 @@ async fn serve(args: Args) -> Result<(), String> {
         Some(Ok(reader)) => {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || {
-                while let Ok(batch) = reader.read() {
+                loop {
+                    let batch = match reader.read() {
+                        Ok(batch) => batch,
+                        // The kernel dropped log messages we were too slow for: keep reading.
+                        Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                        Err(error) => {
+                            eprintln!("sphere-netd: blocked-packet telemetry stopped: {error}");
+                            break;
+                        }
+                    };
                     let mut fw = shared.lock().unwrap_or_else(|p| p.into_inner());
                     for blocked in batch {
                         let owner = fw.slot_owner(blocked.slot).unwrap_or_else(|| format!("slot-{}", blocked.slot));

@@ -181,7 +181,8 @@ impl Socket {
         // SAFETY: receiving into a buffer we own.
         let got = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if got < 0 {
-            return Err(os_error("netlink receive"));
+            // The bare OS error: callers tell ENOBUFS (log messages dropped) from real failures.
+            return Err(io::Error::last_os_error());
         }
         Ok(got as usize)
     }
