@@ -118,7 +118,7 @@ attack() {
     diff <(echo "$before") <(echo "$after") | head -5 || true
   else
     ok "$name: refused, device unchanged"
-    [[ -n ${VERBOSE:-} ]] && sed 's/^/      /' "$W/err" | tail -1
+    if [[ -n ${VERBOSE:-} ]]; then sed 's/^/      /' "$W/err" | tail -1; fi
   fi
 }
 
@@ -274,7 +274,13 @@ c = json.load(open(sys.argv[1])); c["download"]["rate_limit"] = 8 << 20; json.du
 PY
 "$UPDATED" --config "$D/config.json" install --release r4 >"$W/out" 2>"$W/err" &
 pid=$!
-sleep 1.6
+# Cut the power once at least one 4 MiB checkpoint is on disk (the rate limit keeps the
+# download going for ~3 s, so the cut lands mid-transfer).
+for _ in $(seq 300); do
+  off=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["offset"])' "$D/state/partial.json" 2>/dev/null || echo 0)
+  ((off > 0)) && break
+  sleep 0.1
+done
 kill -9 "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 cut_at=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["offset"])' "$D/state/partial.json" 2>/dev/null || echo 0)
@@ -289,6 +295,26 @@ if dev install --release r4 >"$W/out" 2>"$W/err" && cmp -s "$D/slot-b" "$W/os-4.
 else
   bad "power cut: resume failed (cut at $cut_at): $(grep -a -m2 -E 'resuming|error' "$W/err")"
 fi
+
+# The D-Bus API and the CLI: `sphere update` against `sphere-updated serve` on its socket.
+reset_device
+python3 - "$D/config.json" "$D/updated.sock" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["socket"] = sys.argv[2]; c["download"]["rate_limit"] = 0
+json.dump(c, open(sys.argv[1], "w"))
+PY
+"$UPDATED" --config "$D/config.json" serve 2>"$W/serve.log" &
+SERVE_PID=$!
+for _ in $(seq 50); do [[ -S $D/updated.sock ]] && break; sleep 0.1; done
+available=$("$SPHERE" --json update check --socket "$D/updated.sock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["available"])')
+if [[ $available == r4 ]] && "$SPHERE" update install --release r4 --socket "$D/updated.sock" >"$W/out" 2>"$W/err" \
+  && grep -q "os-4.img: 100%" "$W/err" && grep -q "trial of slot b" "$W/out" && cmp -s "$D/slot-b" "$W/os-4.img"; then
+  ok "D-Bus: sphere update check/install via org.opensphere.Update1 ($(grep -c '%' "$W/err") progress lines), slot B on trial"
+else
+  bad "D-Bus: check said '$available'; install: $(tail -2 "$W/err") $(cat "$W/out")"
+fi
+kill "$SERVE_PID" 2>/dev/null || true
+wait "$SERVE_PID" 2>/dev/null || true
 
 echo "== update attack suite: $pass passed, $fail failed"
 ((fail == 0))

@@ -478,7 +478,9 @@ async fn install(release: Option<String>, device: &DeviceArgs, output: &Output) 
         }
         match status.state.as_str() {
             "installed" | "idle" => {
-                print_status(&status, output);
+                // The signal carries the transfer; the full picture (slots, versions) is in Status.
+                let full = proxy.status().await.map_err(refused)?;
+                print_status(&full, output);
                 return Ok(());
             }
             "failed" => return Err(CommandError::invalid_with(format!("update failed: {}", status.message), &status)),
