@@ -2,7 +2,7 @@
 # Run OpenSphere's fuzz targets (cargo-fuzz / libFuzzer) for a fixed time each.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-#   default: 60 seconds for each of manifest, package_verify, hardware_definition, intercore_stream
+#   default: 60 seconds for each of manifest, package_verify, hardware_definition, intercore_stream, dns_message
 # Prints each target's executions and exits non-zero if any target finds a crash
 # (the reproducer is left under daemons/*/fuzz/artifacts/).
 #
@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(manifest package_verify hardware_definition intercore_stream)
+((${#targets[@]})) || targets=(manifest package_verify hardware_definition intercore_stream dns_message)
 fuzz_dir=daemons/sphere-app-format/fuzz
 intercore_fuzz_dir=daemons/sphere-intercore/fuzz
+netd_fuzz_dir=daemons/sphere-netd/fuzz
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1
@@ -46,6 +47,7 @@ for target in "${targets[@]}"; do
   log=$(mktemp)
   dir=$fuzz_dir
   [[ $target == intercore_* ]] && dir=$intercore_fuzz_dir
+  [[ $target == dns_* ]] && dir=$netd_fuzz_dir
   if (cd "$dir" && cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536) >"$log" 2>&1; then
     verdict=ok
   else
