@@ -282,7 +282,16 @@ impl Updater {
                     }
                 }
                 Kind::M4Firmware => {
-                    self.min_version().check(t.info.version)?;
+                    // M4 firmware has its own version line: no downgrade below what the
+                    // running slot's firmware is (the OS anti-rollback store is for OS images).
+                    let current = installed.m4.get(booted.as_str()).copied().unwrap_or(0);
+                    if t.info.version < current {
+                        return Err(UpdateError::NotNewer {
+                            kind: Kind::M4Firmware,
+                            candidate: t.info.version,
+                            installed: current,
+                        });
+                    }
                 }
                 Kind::AppPackage => {}
             }
