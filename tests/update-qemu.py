@@ -273,7 +273,9 @@ class Harness:
         trials = 0
         fell_back = None
         for attempt in range(1, 6):
-            b = self.boot(f"{image_name}-boot{attempt}", append=append, command=None, timeout=120)
+            # poweroff at boot-complete ends the fallback boot; on a failing trial the health
+            # check's reboot request comes first, and a hung trial never reaches boot-complete.
+            b = self.boot(f"{image_name}-boot{attempt}", append=append, command="poweroff", timeout=120)
             sel = b.first("slot-selected") or {}
             if sel.get("mode") == "trial":
                 trials += 1
@@ -294,17 +296,24 @@ class Harness:
             and self.boot_ok(fell_back, good_version, good_slot)
         self.check(ok, f"{what}: rolled back by itself to slot {good_slot} version {good_version}",
                    fell_back.summary() if fell_back else "no fallback boot")
-        if fell_back is not None and fell_back.status is None:
-            pass
         st = (self.record() or {}).get("state", {})
         self.check(st.get("slot") == good_slot and not st.get("upgrade_available")
                    and st.get("failed_slot") == ("a" if good_slot == "b" else "b"),
                    f"{what}: record says slot {good_slot} committed, other slot failed", json.dumps(st))
-        # The fallback boot was not powered off by us: it runs until --timeout; that is fine.
 
     def power_cuts(self, cuts):
         """Chain of boots: each boot must come up on a good slot and starts (or retries) an
         update to the other good version; QEMU is killed at a random moment of the install."""
+        if self.install_seconds is None:
+            # Calibrate: one uninterrupted install measures how long the window to cut in is.
+            st = (self.record() or {}).get("state", {})
+            running = st.get("versions", ["", ""])[0 if st.get("slot") == "a" else 1]
+            b = self.boot("calibrate", update=self.images["v1" if running == "2" else "v2"])
+            starts = [e[0] for e in b.events if e[2] == "install-start"]
+            ends = [e[0] for e in b.events if e[2] == "install-done"]
+            self.check(bool(starts and ends), "calibration install completed", b.summary())
+            if starts and ends:
+                self.install_seconds = ends[0] - starts[0]
         window = max(self.install_seconds or 2.0, 0.5)
         print(f"#    power cuts: {cuts}, random points in [0, {window * 1.1:.2f}] s after install-start, "
               f"seed {self.args.seed}")
@@ -356,8 +365,9 @@ class Harness:
         self.make_variant("v1", 1, pad_mib=pad)
         self.make_variant("v2", 2, pad_mib=pad)
         self.good_versions = {"1", "2"}
+        # Exits at once, forever: never prints its ready line, so it never counts as up.
         broken = {"name": "broken", "path": "/sbin/init", "args": ["--check-config", "/nonexistent"],
-                  "backoff_initial_ms": 200}
+                  "ready_line": "READY=1", "backoff_initial_ms": 200}
         if "rollback" in self.args.scenarios:
             self.make_variant("bad", 3, services=[broken], boot_timeout_ms=6000)
         if "hung" in self.args.scenarios:

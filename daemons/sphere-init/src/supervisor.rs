@@ -223,7 +223,19 @@ impl<'a> Supervisor<'a> {
         }
         self.boot_done = true;
         let count = self.services.len().to_string();
-        let services_ok = pending.is_empty();
+        // The A/B health check wants every daemon up *now*, not merely ready once: a service
+        // waiting to be restarted, or one restarted since it started (a crash loop that
+        // happened to print its ready line), fails it.
+        let down: Vec<&str> = self
+            .services
+            .iter()
+            .filter(|s| s.starts > 1 || (s.starts > 0 && matches!(s.state, State::Waiting { .. })))
+            .map(|s| s.cfg.name.as_str())
+            .collect();
+        let services_ok = pending.is_empty() && down.is_empty();
+        if !down.is_empty() && self.ab.is_some() {
+            self.log.info(format!("not healthy: {} restarted or down at boot-complete", down.join(",")));
+        }
         if pending.is_empty() {
             self.log.milestone("boot-complete", &[("services", &count)]);
         } else {
