@@ -8,7 +8,8 @@
 # signatures) over HTTPS from a local static server, the 64 MiB download streamed into the
 # slot while hashing, verification, the boot record updated. RAUC's run is `rauc install` of
 # a signed bundle already on local disk (signature check, bundle mount, copy + hash). Page
-# cache warm for both (the first round is a discarded warm-up).
+# cache warm for both (the first round is a discarded warm-up). A third contender installs
+# the same TUF repository from local media (file://), like RAUC's local bundle.
 #
 # Usage: scripts/bench-update.sh [ROUNDS]     (default 7; prints medians and ratios)
 # Goals (docs/benchmarks.md): sphere-updated median <= 1.0x RAUC's; hashing >= 80% of openssl.
@@ -16,8 +17,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-7}
 scripts/install-host-deps.sh update >&2
-cargo build --locked --release -q -p sphere-updated -p sphere-cli
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
+# The measured binary is the release build; `sphere` only prepares the repository (debug is fine).
+# SPHERE_BENCH_RELEASE_DIR / SPHERE_BENCH_DEBUG_DIR: use binaries built already.
+if [[ -z ${SPHERE_BENCH_RELEASE_DIR:-} ]]; then
+  cargo build --locked --release -q -p sphere-updated
+  cargo build --locked -q -p sphere-cli
+fi
+BIN=${SPHERE_BENCH_RELEASE_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/release}
+SPHERE=${SPHERE_BENCH_DEBUG_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}/sphere
 W=$(mktemp -d /tmp/bench-update.XXXXXX)
 SERVER_PID=
 cleanup() {
@@ -73,8 +80,8 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/serve
 printf 'subjectAltName=IP:127.0.0.1\n' >"$W/ext.cnf"
 openssl x509 -req -in "$W/server.csr" -CA "$W/ca.pem" -CAkey "$W/ca.key" -CAcreateserial \
   -out "$W/server.pem" -days 2 -extfile "$W/ext.cnf" 2>/dev/null
-"$BIN/sphere" update repo init "$W/repo" --keys "$W/keys" >/dev/null
-"$BIN/sphere" update repo add-target "$W/repo" "$IMAGE" --keys "$W/keys" --kind os-image --version 2 \
+"$SPHERE" update repo init "$W/repo" --keys "$W/keys" >/dev/null
+"$SPHERE" update repo add-target "$W/repo" "$IMAGE" --keys "$W/keys" --kind os-image --version 2 \
   --hardware bench --release r2 >/dev/null
 python3 tests/update-server.py "$W/repo" --cert "$W/server.pem" --key "$W/server.key" --port-file "$W/port" 2>/dev/null &
 SERVER_PID=$!
@@ -97,13 +104,22 @@ cat >"$D/config.json" <<JSON
 }
 JSON
 
+# The same repository from local media (file://): no TLS, no server process in the timing.
+python3 - "$D/config.json" "$D/config-local.json" "$W/repo" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["metadata_url"] = "file://" + sys.argv[3] + "/metadata/"
+c["targets_url"] = "file://" + sys.argv[3] + "/targets/"
+json.dump(c, open(sys.argv[2], "w"))
+PY
+
 now() { date +%s.%N; }
-sphere_round() {
+sphere_round() { # CONFIG
   rm -rf "$D/state" "$D/bootenv"
-  "$BIN/sphere-updated" --config "$D/config.json" init-record >/dev/null
+  "$BIN/sphere-updated" --config "$1" init-record >/dev/null
   local t0 t1
   t0=$(now)
-  "$BIN/sphere-updated" --config "$D/config.json" install --release r2 >/dev/null 2>&1
+  "$BIN/sphere-updated" --config "$1" install --release r2 >/dev/null 2>&1
   t1=$(now)
   cmp -s "$D/slot-b" "$IMAGE" || { echo "bench-update: sphere-updated wrote a wrong slot" >&2; exit 1; }
   echo "$t1 - $t0" | bc
@@ -127,24 +143,31 @@ rauc_round() {
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "bench-update: 64 MiB image, $ROUNDS rounds each (alternating; first round of each discarded as warm-up)"
-sphere_round >/dev/null
+sphere_round "$D/config.json" >/dev/null
+sphere_round "$D/config-local.json" >/dev/null
 rauc_round >/dev/null
 : >"$W/sphere.times"
+: >"$W/local.times"
 : >"$W/rauc.times"
 for _ in $(seq "$ROUNDS"); do
-  sphere_round >>"$W/sphere.times"
+  sphere_round "$D/config.json" >>"$W/sphere.times"
+  sphere_round "$D/config-local.json" >>"$W/local.times"
   r=$(rauc_round)
   [[ $r == FAIL* ]] && { echo "bench-update: rauc install failed" >&2; exit 1; }
   echo "$r" >>"$W/rauc.times"
 done
 cmp -s "$W/rauc/slot-b" "$IMAGE" || { echo "bench-update: RAUC did not write slot B" >&2; exit 1; }
 s_med=$(median <"$W/sphere.times")
+l_med=$(median <"$W/local.times")
 r_med=$(median <"$W/rauc.times")
-printf 'sphere-updated install (TUF + HTTPS download + hash-while-writing): median %.3f s  (%s)\n' "$s_med" "$(tr '\n' ' ' <"$W/sphere.times")"
-printf 'rauc install (local bundle, noop bootloader):                       median %.3f s  (%s)\n' "$r_med" "$(tr '\n' ' ' <"$W/rauc.times")"
-printf 'ratio sphere-updated / rauc: %.2fx (goal <= 1.0x)\n' "$(echo "$s_med / $r_med" | bc -l)"
+printf 'sphere-updated install, HTTPS (TUF + download + hash-while-writing): median %.3f s  (%s)\n' "$s_med" "$(tr '\n' ' ' <"$W/sphere.times")"
+printf 'sphere-updated install, local file:// repository:                     median %.3f s  (%s)\n' "$l_med" "$(tr '\n' ' ' <"$W/local.times")"
+printf 'rauc install (local bundle, noop bootloader):                         median %.3f s  (%s)\n' "$r_med" "$(tr '\n' ' ' <"$W/rauc.times")"
+printf 'ratio sphere-updated / rauc: local %.2fx, HTTPS %.2fx (goal <= 1.0x)\n' "$(echo "$l_med / $r_med" | bc -l)" "$(echo "$s_med / $r_med" | bc -l)"
 
 ours=$("$BIN/sphere-updated" bench-hash --mib 512)
+# Both figures divide by CPU time (openssl speed's default; bench-hash uses the thread's CPU
+# clock), so a loaded machine does not skew the ratio.
 openssl_kb=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null | awk '/^sha256/ {print $2}' | tr -d k)
 openssl_bps=$(echo "$openssl_kb * 1000" | bc)
 printf 'sha256: sphere-updated %.0f MB/s, openssl speed -evp sha256 (1 MiB blocks) %.0f MB/s: %.0f%% (goal >= 80%%)\n' \

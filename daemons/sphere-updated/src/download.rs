@@ -229,6 +229,27 @@ pub async fn fetch(
     }
 }
 
+/// A `file://` target (local media: a USB stick, a mounted update partition), read like a
+/// ranged response so the same length, hash and resume rules apply.
+async fn open_local(url: &Url, offset: u64) -> Result<crate::http::Response, DownloadError> {
+    use tokio::io::AsyncSeekExt;
+    let text = url.to_string();
+    let io = |what: &'static str| {
+        let url = text.clone();
+        move |source| DownloadError::Http(HttpError::Io { url, what, source })
+    };
+    let path = url.to_file_path().map_err(|_| HttpError::Unsupported { url: text.clone() })?;
+    let mut file = tokio::fs::File::open(&path).await.map_err(io("opening"))?;
+    let len = file.metadata().await.map_err(io("stat"))?.len();
+    file.seek(std::io::SeekFrom::Start(offset.min(len))).await.map_err(io("seeking"))?;
+    Ok(crate::http::Response {
+        status: if offset > 0 { 206 } else { 200 },
+        content_length: Some(len.saturating_sub(offset)),
+        range_start: (offset > 0).then_some(offset),
+        body: Box::new(tokio::io::BufReader::with_capacity(BUFFER_BYTES, file)),
+    })
+}
+
 /// One request. `Ok(true)`: complete; `Ok(false)`: must restart from 0.
 async fn fetch_once(
     http: &HttpClient,
@@ -244,7 +265,11 @@ async fn fetch_once(
         return Ok(true);
     }
     let url = job.url.to_string();
-    let mut response = http.get(&job.url, offset).await?;
+    let mut response = if job.url.scheme() == "file" {
+        open_local(&job.url, offset).await?
+    } else {
+        http.get(&job.url, offset).await?
+    };
     match (offset, response.status, response.range_start) {
         (0, _, None) => {}
         (_, 206, Some(start)) if start == offset => {}
