@@ -2,7 +2,7 @@
 # Run OpenSphere's fuzz targets (cargo-fuzz / libFuzzer) for a fixed time each.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-#   default: 60 seconds for each of manifest, package_verify, hardware_definition, intercore_stream, dns_message
+#   default: 60 seconds for each of manifest, package_verify, hardware_definition, intercore_stream, dns_message, evidence
 # Prints each target's executions and exits non-zero if any target finds a crash
 # (the reproducer is left under daemons/*/fuzz/artifacts/).
 #
@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(manifest package_verify hardware_definition intercore_stream dns_message)
+((${#targets[@]})) || targets=(manifest package_verify hardware_definition intercore_stream dns_message evidence)
 fuzz_dir=daemons/sphere-app-format/fuzz
 intercore_fuzz_dir=daemons/sphere-intercore/fuzz
+attestation_fuzz_dir=daemons/sphere-attestation/fuzz
 netd_fuzz_dir=daemons/sphere-netd/fuzz
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
@@ -38,6 +39,9 @@ seed_corpus() {
   target/debug/sphere app package "$app" -o "$corpus/package_verify/seed.sphpkg" --key "$fuzz_dir/keys/fuzz-signing.key" >/dev/null
   rm -rf "$app"
   python3 scripts/intercore.py seed "$intercore_fuzz_dir/corpus/intercore_stream"
+  # Evidence: tokens signed by the fixed key the target verifies with, and an event log.
+  mkdir -p "$attestation_fuzz_dir/corpus/evidence"
+  cp "$attestation_fuzz_dir"/seeds/* "$attestation_fuzz_dir/corpus/evidence/"
 }
 
 seed_corpus
@@ -47,6 +51,7 @@ for target in "${targets[@]}"; do
   log=$(mktemp)
   dir=$fuzz_dir
   [[ $target == intercore_* ]] && dir=$intercore_fuzz_dir
+  [[ $target == evidence ]] && dir=$attestation_fuzz_dir
   [[ $target == dns_* ]] && dir=$netd_fuzz_dir
   if (cd "$dir" && cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536) >"$log" 2>&1; then
     verdict=ok
