@@ -30,7 +30,7 @@ declare -A GROUP_PACKAGES=(
   [ab]="fdisk libubootenv-tool e2fsprogs erofs-utils"
   # sphere-attestd: swtpm (+ swtpm_ioctl) as the TPM in host tests and under QEMU, mosquitto for the
   # mutual-TLS link and the MQTT benchmark (mosquitto_pub/mosquitto_sub as the comparison).
-  [attest]="swtpm swtpm-tools mosquitto mosquitto-clients e2fsprogs erofs-utils"
+  [attest]="swtpm swtpm-tools mosquitto mosquitto-clients socat e2fsprogs erofs-utils"
   # sphere-updated: a test CA (openssl), a key-forging attacker (python3-cryptography), python-tuf in a
   # venv for the interoperability test, RAUC (+ dbus-run-session) for the install benchmark.
   [update]="openssl python3 python3-venv python3-cryptography rauc dbus"

@@ -14,18 +14,21 @@
 # with that certificate (key in the TPM) and its telemetry reaches the cloud; an app killed by
 # its sandbox (seccomp) becomes an error report that the operator API returns.
 #
-# Usage (as root): tests/attest-e2e-test.sh [--keep] [--image-dir DIR]
+# Usage (as root): tests/attest-e2e-test.sh [--keep] [--image-dir DIR] [--app-bin FILE]
 #   --keep           keep the work directory (console log, cloud data, TPM state)
 #   --image-dir DIR  boot this already-built image instead of running scripts/build-image.sh
+#   --app-bin FILE   an already cross-built escape-artist instead of scripts/cross-build.sh's
 # Last line: "attest-qemu: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 keep=0
 image=
+app=
 while (($#)); do
   case "$1" in
     --keep) keep=1 ;;
     --image-dir) image=${2:?--image-dir needs a directory}; shift ;;
+    --app-bin) app=${2:?--app-bin needs a file}; shift ;;
     *) echo "attest-e2e-test: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -43,8 +46,10 @@ scripts/install-host-deps.sh attest cloud >&2 || fatal "host packages"
 cache=${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}
 work=$(mktemp -d /tmp/attest-e2e.XXXXXX)
 pids=()
+qemu_group=
 cleanup() {
   umount "$work/mnt" 2>/dev/null || true
+  [[ -n $qemu_group ]] && kill -- "-$qemu_group" 2>/dev/null
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   wait 2>/dev/null
   if ((keep)); then echo "attest-e2e-test: kept $work" >&2; else rm -rf "$work"; fi
@@ -58,7 +63,9 @@ target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 cloud_bin=$target_dir/debug/sphere-cloud
 attestd_bin=$target_dir/debug/sphere-attestd
 sphere=$target_dir/debug/sphere
-app_bin=$(scripts/cross-build.sh --release -p escape-artist --print-dir | tail -n 1) || fatal "escape-artist build failed"
+if [[ -z $app ]]; then
+  app=$(scripts/cross-build.sh --release -p escape-artist --print-dir | tail -n 1)/escape-artist || fatal "escape-artist build failed"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -150,11 +157,14 @@ umount "$work/mnt"
 
 # --- 5. Boot -------------------------------------------------------------------------------
 log=$work/console.log
-scripts/run-qemu.sh --image-dir "$image" --data "$work/data.ext4" --tpm "$tpm" --append "$append" \
-  --guestfwd "tcp:10.0.2.100:$cloud_port-tcp:127.0.0.1:$cloud_port" \
-  --guestfwd "tcp:10.0.2.100:$mqtt_port-tcp:127.0.0.1:$mqtt_port" \
+# guestfwd "cmd:" runs socat for EACH guest connection (the "tcp:" form is one connection made
+# when QEMU starts, so a second HTTPS request or an MQTT reconnect would go nowhere).
+# setsid: the QEMU machinery is its own process group, ended as a whole at cleanup.
+setsid scripts/run-qemu.sh --image-dir "$image" --data "$work/data.ext4" --tpm "$tpm" --append "$append" \
+  --guestfwd "tcp:10.0.2.100:$cloud_port-cmd:socat STDIO TCP:127.0.0.1:$cloud_port" \
+  --guestfwd "tcp:10.0.2.100:$mqtt_port-cmd:socat STDIO TCP:127.0.0.1:$mqtt_port" \
   --appd-socket "$work/appd.sock" --timeout 300 --log "$log" --quiet 2>"$work/run-qemu.err" &
-pids+=($!)
+qemu_group=$!
 wait_for() { # SECONDS PATTERN: wait for PATTERN in the console log
   for _ in $(seq $(($1 * 2))); do grep -q "$2" "$log" 2>/dev/null && return 0; sleep 0.5; done
   return 1
@@ -175,7 +185,7 @@ check "telemetry reached the cloud (operator API)" telemetry_ok
 # --- 6. An error report from a real sandbox kill ------------------------------------------
 id=5ec0bb11-7e57-4a11-9e55-000000000e2e
 mkdir -p "$work/app/bin"
-install -m 0755 "$app_bin/escape-artist" "$work/app/bin/app"
+install -m 0755 "$app" "$work/app/bin/app"
 cat >"$work/app/app_manifest.json" <<JSON
 {"SchemaVersion": 1, "Name": "dies-by-seccomp", "ComponentId": "$id", "EntryPoint": "/bin/app",
  "CmdArgs": ["die-by-seccomp"], "Capabilities": {}}
