@@ -62,7 +62,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/update-qemu.XXXXXX")
 (cd "$repo_root" && cargo build -q -p sphere-slots) || exit 2
 tool=${CARGO_TARGET_DIR:-$repo_root/target}/debug/sphere-slots
 if (cd "$repo_root" && SPHERE_SLOTS_REQUIRE_LIBUBOOTENV=1 cargo test -q -p sphere-slots >"$work/unit.txt" 2>&1); then
-  echo "ok   - sphere-slots unit tests and libubootenv interoperability ($(grep -c '^test .* ok$\|\.\.\. ok' "$work/unit.txt" || true) listed)"
+  echo "ok   - sphere-slots unit tests and libubootenv interoperability ($(awk '/^test result: ok/ {n += $4} END {print n + 0}' "$work/unit.txt") tests)"
   passed=$((passed + 1))
 else
   echo "FAIL - sphere-slots unit tests"; tail -n 30 "$work/unit.txt"; failed=$((failed + 1))
