@@ -143,6 +143,19 @@ impl Flow {
         self.granted() != self.advertised
     }
 
+    /// Data frames the peer may still send under the limit we last told it (before it blocks).
+    /// A receiver can hold a credit update back while this is comfortable and let it ride on
+    /// its next data frame instead of spending a control frame.
+    pub fn peer_credit(&self) -> u16 {
+        let left = self.advertised.wrapping_sub(self.expected);
+        if left > 0x7FFF { 0 } else { left }
+    }
+
+    /// The window this connection was opened with.
+    pub fn window(&self) -> u16 {
+        self.window
+    }
+
     /// Applies a received frame's flow fields and says what to do with it.
     pub fn on_receive(&mut self, h: &Header) -> RxVerdict {
         if h.flags.contains(Flags::RESET) {
@@ -199,6 +212,7 @@ mod tests {
         assert_eq!(rx.on_receive(&h1), RxVerdict::Deliver);
         assert_eq!(rx.on_receive(&h2), RxVerdict::Deliver);
         assert!(!rx.credit_pending());
+        assert_eq!(rx.peer_credit(), 0, "both granted frames arrived");
         rx.release();
         assert!(rx.credit_pending());
         let c = rx.control(B, A);
