@@ -2,7 +2,7 @@
 # Run OpenSphere's fuzz targets (cargo-fuzz / libFuzzer) for a fixed time each.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-#   default: 60 seconds for each of manifest, package_verify, hardware_definition, intercore_stream, dns_message, evidence
+#   default: 60 seconds for each of manifest, package_verify, hardware_definition, intercore_stream, dns_message, evidence, uboot_env
 # Prints each target's executions and exits non-zero if any target finds a crash
 # (the reproducer is left under daemons/*/fuzz/artifacts/).
 #
@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(manifest package_verify hardware_definition intercore_stream dns_message evidence)
+((${#targets[@]})) || targets=(manifest package_verify hardware_definition intercore_stream dns_message evidence uboot_env)
 fuzz_dir=daemons/sphere-app-format/fuzz
 intercore_fuzz_dir=daemons/sphere-intercore/fuzz
+slots_fuzz_dir=daemons/sphere-slots/fuzz
 attestation_fuzz_dir=daemons/sphere-attestation/fuzz
 netd_fuzz_dir=daemons/sphere-netd/fuzz
 
@@ -39,6 +40,16 @@ seed_corpus() {
   target/debug/sphere app package "$app" -o "$corpus/package_verify/seed.sphpkg" --key "$fuzz_dir/keys/fuzz-signing.key" >/dev/null
   rm -rf "$app"
   python3 scripts/intercore.py seed "$intercore_fuzz_dir/corpus/intercore_stream"
+  # U-Boot environment copies (redundant layout) as the bootenv partition holds them.
+  python3 - "$slots_fuzz_dir/corpus/uboot_env" <<'PY'
+import os, sys, zlib
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+for name, size, text in [("small", 64, b"sphere_slot=b\0upgrade_available=1\0bootcount=2\0\0"),
+                         ("full", 0x4000, b"bootcmd=run sphere_boot\0bootlimit=3\0sphere_good_slot=a\0sphere_slot=a\0\0")]:
+    data = text.ljust(size - 5, b"\0")
+    open(os.path.join(out, name), "wb").write(zlib.crc32(data).to_bytes(4, "little") + b"\x07" + data)
+PY
   # Evidence: tokens signed by the fixed key the target verifies with, and an event log.
   mkdir -p "$attestation_fuzz_dir/corpus/evidence"
   cp "$attestation_fuzz_dir"/seeds/* "$attestation_fuzz_dir/corpus/evidence/"
@@ -51,6 +62,7 @@ for target in "${targets[@]}"; do
   log=$(mktemp)
   dir=$fuzz_dir
   [[ $target == intercore_* ]] && dir=$intercore_fuzz_dir
+  [[ $target == uboot_env ]] && dir=$slots_fuzz_dir
   [[ $target == evidence ]] && dir=$attestation_fuzz_dir
   [[ $target == dns_* ]] && dir=$netd_fuzz_dir
   if (cd "$dir" && cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536) >"$log" 2>&1; then
