@@ -201,6 +201,7 @@ class Harness:
                     and time.monotonic() >= install_seen_at + kill_after_install:
                 os.killpg(proc.pid, signal.SIGKILL)  # the power cut: QEMU and its helpers, no flush
                 proc.wait()
+                self.wait_group_gone(proc.pid)
                 boot.killed = True
                 boot.cut_after = kill_after_install
                 progress = [e[3]["done"] for e in boot.events if e[2] == "progress"]
@@ -217,6 +218,17 @@ class Harness:
             boot.parse_line(partial)
         print(f"#    boot {self.boots} {name}: {boot.summary()}", flush=True)
         return boot
+
+    @staticmethod
+    def wait_group_gone(pgid):
+        """Until every process of the killed run (QEMU is a grandchild) is gone: the next QEMU
+        would otherwise find the disk image still locked by the dying one."""
+        for _ in range(1000):
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.01)
 
     def boot_ok(self, boot, version=None, slot=None):
         """The boot reached a good slot: root mounted, slot-booted, boot-complete."""
