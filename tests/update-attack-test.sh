@@ -281,8 +281,7 @@ for _ in $(seq 300); do
   ((off > 0)) && break
   sleep 0.1
 done
-kill -9 "$pid" 2>/dev/null || true
-wait "$pid" 2>/dev/null || true
+{ kill -9 "$pid" && wait "$pid"; } 2>/dev/null || true
 cut_at=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["offset"])' "$D/state/partial.json" 2>/dev/null || echo 0)
 if dev --json status | python3 -c 'import json,sys; r=json.load(sys.stdin)["record"]; sys.exit(0 if r["slot"]=="a" and not r["bootable"][1] else 1)'; then
   ok "power cut at byte $cut_at: the record still boots slot A, slot B is marked not bootable"
