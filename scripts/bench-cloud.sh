@@ -52,15 +52,16 @@ openssl pkey -in "$work/release.key" -pubout -out "$work/release.pub"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Sets $url. Not called as $(...): the background server would hold the substitution's pipe open.
 run_server() { # $1 = database URL or "" for SQLite
   local port db_args=()
   port=$(free_port)
   [[ -n $1 ]] && db_args=(--database "$1")
   "$bin/sphere-cloud" serve --data "$data" --listen "127.0.0.1:$port" "${db_args[@]}" \
-    --reference-values "$work/refs.json" --reference-key "$work/release.pub" 2>>"$work/server.log" &
+    --reference-values "$work/refs.json" --reference-key "$work/release.pub" >/dev/null 2>>"$work/server.log" &
   pids+=($!)
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  echo "https://127.0.0.1:$port"
+  url="https://127.0.0.1:$port"
 }
 
 bench() { # $1 = storage label, $2 = URL
@@ -74,7 +75,7 @@ bench() { # $1 = storage label, $2 = URL
 }
 
 echo "bench-cloud: $(nproc) CPUs, $devices simulated devices, ${seconds}s per run"
-url=$(run_server "")
+run_server ""
 bench sqlite "$url"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
@@ -83,11 +84,13 @@ if ((postgres)); then
   pgdir=$work/pg
   mkdir -p "$pgdir"
   run_pg=()
-  if [[ $(id -u) == 0 ]]; then chown postgres:postgres "$pgdir"; run_pg=(runuser -u postgres --); fi
+  # PostgreSQL refuses to run as root: as root, run it as the postgres user (who must be able
+  # to traverse the 0700 mktemp directory).
+  if [[ $(id -u) == 0 ]]; then chmod 711 "$work"; chown postgres:postgres "$pgdir"; run_pg=(runuser -u postgres --); fi
   "${run_pg[@]}" "$pg/initdb" -A trust -U postgres --no-sync -D "$pgdir/data" >/dev/null
   pgport=$(free_port)
   "${run_pg[@]}" "$pg/pg_ctl" -D "$pgdir/data" -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1 -c fsync=off" -w start >/dev/null
   trap '"${run_pg[@]}" "$pg/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null 2>&1 || true; cleanup' EXIT
-  url=$(run_server "postgres://postgres@127.0.0.1:$pgport/postgres")
+  run_server "postgres://postgres@127.0.0.1:$pgport/postgres"
   bench postgresql "$url"
 fi
