@@ -233,7 +233,10 @@ class Harness:
     def boot_ok(self, boot, version=None, slot=None):
         """The boot reached a good slot: root mounted, slot-booted, boot-complete."""
         booted = boot.first("slot-booted") or {}
-        ok = boot.has("root-mounted") and boot.has("boot-complete") and booted.get("version") in self.good_versions
+        # Up: boot-complete, or the install service already running (a cut can come before
+        # init reports boot-complete, which waits for that service's readiness grace).
+        up = boot.has("boot-complete") or boot.has("install-start")
+        ok = boot.has("root-mounted") and up and booted.get("version") in self.good_versions
         if version is not None:
             ok = ok and booted.get("version") == version
         if slot is not None:
