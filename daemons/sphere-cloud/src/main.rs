@@ -70,6 +70,10 @@ enum Command {
         /// How recent a passed attestation must be to re-issue a certificate from it.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         attestation_validity: Duration,
+        /// Refuse evidence that carries no TPM quote. Set it when every device has a TPM:
+        /// without a quote the PCR claims rest on the device's OS alone.
+        #[arg(long)]
+        require_tpm_quote: bool,
     },
     /// Write mosquitto.conf and mosquitto.acl for a TLS listener with client-certificate auth
     /// and per-device topic ACLs into the data directory.
@@ -126,8 +130,9 @@ fn main() -> ExitCode {
             nonce_ttl,
             certificate_lifetime,
             attestation_validity,
+            require_tpm_quote,
         } => {
-            let settings = Settings { nonce_ttl, certificate_lifetime, attestation_validity };
+            let settings = Settings { nonce_ttl, certificate_lifetime, attestation_validity, require_tpm_quote };
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime.block_on(serve(
                     data,

@@ -29,6 +29,8 @@ pub struct Settings {
     pub certificate_lifetime: Duration,
     /// How recent a passed attestation must be for [`Cloud::certificate_from_latest`].
     pub attestation_validity: Duration,
+    /// Refuse evidence without a TPM quote (a fleet with no file-key devices).
+    pub require_tpm_quote: bool,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
             nonce_ttl: Duration::from_secs(60),
             certificate_lifetime: Duration::from_secs(24 * 3600),
             attestation_validity: Duration::from_secs(3600),
+            require_tpm_quote: false,
         }
     }
 }
@@ -328,7 +331,8 @@ impl Cloud {
             Some(_) => {}
         }
         let refs = self.reference_values();
-        let appraisal = verifier::appraise(&claims, &submission.event_log, &refs, submission.csr_pem.as_deref());
+        let mut appraisal = verifier::appraise(&claims, &submission.event_log, &refs, submission.csr_pem.as_deref());
+        appraisal.reasons.extend(verifier::appraise_tpm_quote(&claims, &key, self.settings.require_tpm_quote));
         let at = now();
         let claims_json = serde_json::to_string(&claims).unwrap_or_default();
         let reasons_json = serde_json::to_string(&appraisal.reasons).unwrap_or_default();

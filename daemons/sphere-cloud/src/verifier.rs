@@ -15,9 +15,15 @@
 //! 7. Every app's sandbox/firewall policy hash is a reference value, and equals the log's
 //!    `sandbox-policy`/`firewall-policy` entry for that app.
 //! 8. If a CSR came with the evidence, its SHA-256 equals the token's CSR digest.
+//!
+//! [`appraise_tpm_quote`] adds the hardware rule: a TPM quote in the token must be a real
+//! quote by the device's key over SHA-256(nonce) and exactly the token's PCR values, and with
+//! `require` set a token without one fails. Without the quote, the PCR claims rest only on the
+//! OS that signed them (a TPM signs any digest it is given with a non-restricted key); the
+//! quote is what makes them the TPM's own statement.
 
 use crate::reference::ReferenceValues;
-use sphere_attestation::{Digest, EventLog, EvidenceClaims, Stage};
+use sphere_attestation::{DevicePublicKey, Digest, EventLog, EvidenceClaims, Stage, quote};
 
 /// The verdict: passed when `reasons` is empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,6 +95,17 @@ pub fn appraise(claims: &EvidenceClaims, log: &EventLog, refs: &ReferenceValues,
         reasons.push("the CSR sent is not the one the evidence signed".to_owned());
     }
     Appraisal { reasons }
+}
+
+/// The TPM-quote rule: `None` when it passes, else the reason.
+pub fn appraise_tpm_quote(claims: &EvidenceClaims, key: &DevicePublicKey, require: bool) -> Option<String> {
+    match &claims.tpm_quote {
+        Some(tpm_quote) => quote::verify_quote(tpm_quote, key, &claims.nonce, &claims.measurements)
+            .err()
+            .map(|e| format!("TPM quote does not vouch for the measurements: {e}")),
+        None if require => Some("no TPM quote, and this cloud requires one (--require-tpm-quote)".to_owned()),
+        None => None,
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +234,27 @@ mod tests {
     fn empty_reference_values_refuse_everything_measured() {
         let (claims, log, _) = healthy();
         assert!(!appraise(&claims, &log, &ReferenceValues::default(), None).passed());
+    }
+
+    fn p256_key() -> DevicePublicKey {
+        use sphere_attestation::DeviceSigner;
+        sphere_attestation::P256Signer::generate().public_key()
+    }
+
+    #[test]
+    fn a_missing_quote_fails_only_when_required() {
+        let (claims, _, _) = healthy();
+        assert_eq!(appraise_tpm_quote(&claims, &p256_key(), false), None);
+        assert!(appraise_tpm_quote(&claims, &p256_key(), true).is_some_and(|r| r.contains("no TPM quote")));
+    }
+
+    #[test]
+    fn a_forged_quote_fails() {
+        let (mut claims, _, _) = healthy();
+        claims.tpm_quote = Some(sphere_attestation::TpmQuote { attest: vec![0xff; 80], signature: vec![0; 64] });
+        for require in [false, true] {
+            let reason = appraise_tpm_quote(&claims, &p256_key(), require);
+            assert!(reason.is_some_and(|r| r.contains("TPM quote does not vouch")));
+        }
     }
 }
