@@ -38,13 +38,29 @@ SPHERE_NETWORK ??= ""
 SPHERE_HARDWARE_DEFINITION_DIRS ??= ""
 SPHERE_BOARD_HARDWARE_DEFINITION ??= ""
 
-# --- Set by the distro or image ---
+# The DNS server sphere-netd's per-app proxies forward allowed names to.
+# Empty: no sphere-netd, so apps get loopback only (sphere-appd fails closed).
+SPHERE_DNS_UPSTREAM ??= ""
+
+# --- Set by the distro or the product ---
 SPHERE_HOSTNAME ??= "${MACHINE}"
-# Daemons sphere-init starts, in order; each is described by a varflag below.
-SPHERE_INIT_SERVICES ??= "appd attestd"
-# PATH ARGS... | the line the daemon prints when it is ready
+# The update repository (TUF metadata and targets, https or file URLs) and the
+# board id matched against each target's hardware list. With no metadata URL
+# there is no sphere-updated service. The trusted root itself is installed by
+# sphere-trust-keys (SPHERE_UPDATE_TRUSTED_ROOT).
+SPHERE_UPDATE_METADATA_URL ??= ""
+SPHERE_UPDATE_TARGETS_URL ??= ""
+SPHERE_BOARD_ID ??= "${MACHINE}"
+SPHERE_UPDATE_TRUSTED_ROOT ??= ""
+# Daemons sphere-init starts, in order (sphere-netd before the app manager,
+# which asks it for each app's network compartment); each is described by a
+# varflag below. Daemons whose configuration is missing are left out.
+SPHERE_INIT_SERVICES ??= "netd appd attestd updated"
+# PATH ARGS... | the exact line the daemon prints on stdout when it is ready
+SPHERE_INIT_SERVICE[netd] = "${bindir}/sphere-netd serve --upstream ${SPHERE_DNS_UPSTREAM} --state-dir /data/sphere/netd|sphere-netd: ready"
 SPHERE_INIT_SERVICE[appd] = "${bindir}/sphere-appd serve|sphere-appd: ready"
 SPHERE_INIT_SERVICE[attestd] = "${bindir}/sphere-attestd serve|sphere-attestd: ready"
+SPHERE_INIT_SERVICE[updated] = "${bindir}/sphere-updated serve|"
 
 do_configure[noexec] = "1"
 
@@ -65,9 +81,41 @@ python do_compile() {
     with open(os.path.join(d.getVar('B'), 'appd.json'), 'w') as f:
         json.dump(appd, f, indent=2)
         f.write('\n')
+    updated = sphere_updated_config(d)
+    if updated:
+        with open(os.path.join(d.getVar('B'), 'updated.json'), 'w') as f:
+            json.dump(updated, f, indent=2)
+            f.write('\n')
     bb.build.exec_func('sphere_check_init_config', d)
 }
-do_compile[vardeps] += "SPHERE_INIT_SERVICE"
+do_compile[vardeps] += "SPHERE_INIT_SERVICE SPHERE_DNS_UPSTREAM SPHERE_UPDATE_METADATA_URL \
+                        SPHERE_UPDATE_TARGETS_URL SPHERE_BOARD_ID SPHERE_UPDATE_TRUSTED_ROOT"
+
+def sphere_updated_config(d):
+    import os
+    url = d.getVar('SPHERE_UPDATE_METADATA_URL')
+    if not url:
+        return None
+    if not d.getVar('SPHERE_UPDATE_TRUSTED_ROOT'):
+        bb.fatal("SPHERE_UPDATE_METADATA_URL is set but SPHERE_UPDATE_TRUSTED_ROOT (the "
+                 "repository's root.json for sphere-trust-keys) is not")
+    update_dir = os.path.join(d.getVar('sysconfdir'), 'sphere', 'update')
+    return {
+        "metadata_url": url,
+        "targets_url": d.getVar('SPHERE_UPDATE_TARGETS_URL') or url.rstrip('/').rsplit('/', 1)[0] + '/targets/',
+        "trusted_root": os.path.join(update_dir, 'root.json'),
+        "hardware": d.getVar('SPHERE_BOARD_ID'),
+        "state_dir": "/data/sphere/updated",
+        "m4_dir": "/data/sphere/m4",
+    }
+
+def sphere_service_configured(d, name):
+    """A daemon without its configuration would fail every boot's health check."""
+    if name == 'netd':
+        return bool(d.getVar('SPHERE_DNS_UPSTREAM'))
+    if name == 'updated':
+        return bool(d.getVar('SPHERE_UPDATE_METADATA_URL'))
+    return True
 
 def sphere_init_config(d):
     networks = []
@@ -81,6 +129,9 @@ def sphere_init_config(d):
         networks.append(iface)
     services = []
     for name in (d.getVar('SPHERE_INIT_SERVICES') or '').split():
+        if not sphere_service_configured(d, name):
+            bb.note("sphere-device-config: %s is not configured; sphere-init will not start it" % name)
+            continue
         spec = d.getVarFlag('SPHERE_INIT_SERVICE', name)
         if not spec:
             bb.fatal("SPHERE_INIT_SERVICES names '%s' but SPHERE_INIT_SERVICE[%s] is not set" % (name, name))
@@ -112,6 +163,9 @@ do_install() {
     install -d ${D}${sysconfdir}/sphere/hardware-definitions
     install -m 0644 ${B}/init.json ${D}${sysconfdir}/sphere/init.json
     install -m 0644 ${B}/appd.json ${D}${sysconfdir}/sphere/appd.json
+    if [ -f ${B}/updated.json ]; then
+        install -m 0644 ${B}/updated.json ${D}${sysconfdir}/sphere/updated.json
+    fi
     for dir in ${SPHERE_HARDWARE_DEFINITION_DIRS}; do
         install -m 0644 ${S}/$dir/*.json ${D}${sysconfdir}/sphere/hardware-definitions/
     done

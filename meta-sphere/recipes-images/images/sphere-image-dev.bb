@@ -8,7 +8,7 @@ require sphere-image.inc
 SPHERE_IMAGE_TRUST_KEYS = "sphere-dev-keys"
 SPHERE_IMAGE_APPS = "hello-sphere"
 
-IMAGE_INSTALL += "busybox sphere-cli"
+IMAGE_INSTALL += "busybox sphere-cli sphere-slots"
 
 # A bench device: root logs in on the serial console without a password.
 # nooelint: oelint.var.badimagefeature.allow-empty-password,oelint.var.badimagefeature.allow-root-login,oelint.var.badimagefeature.empty-root-password,oelint.var.badimagefeature.post-install-logging

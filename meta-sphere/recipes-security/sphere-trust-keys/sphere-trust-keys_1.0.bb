@@ -4,8 +4,10 @@ SUMMARY = "The device maker's OpenSphere trust anchors"
 DESCRIPTION = "Installs the public keys a production device accepts app \
                packages from (/etc/sphere/keys). The keys are the device \
                maker's, named by SPHERE_TRUSTED_APP_KEYS in its distro or \
-               local configuration; this layer ships none. With none set the \
-               device trusts no app package (fail closed) and the build warns."
+               local configuration, and the update repository's TUF root \
+               (SPHERE_UPDATE_TRUSTED_ROOT); this layer ships none. With no app \
+               key the device trusts no app package (fail closed) and the \
+               build warns."
 HOMEPAGE = "https://github.com/opensphere/opensphere"
 BUGTRACKER = "https://github.com/opensphere/opensphere/issues"
 SECTION = "base"
@@ -28,9 +30,14 @@ inherit allarch
 SPHERE_TRUSTED_APP_KEYS ??= ""
 # Where sphere-appd reads production keys (its trusted_keys_dir).
 SPHERE_APP_TRUST_DIR ?= "${sysconfdir}/sphere/keys"
+# The update repository's root metadata (root.json made by `sphere update repo
+# init`), the TUF root of trust sphere-updated starts from; and, for an https
+# repository with a private CA, that CA's PEM certificate(s).
+SPHERE_UPDATE_TRUSTED_ROOT ??= ""
+SPHERE_UPDATE_CA ??= ""
 
 # A changed key must rebuild the package.
-do_install[file-checksums] += "${@' '.join(p + ':True' for p in d.getVar('SPHERE_TRUSTED_APP_KEYS').split())}"
+do_install[file-checksums] += "${@' '.join(p + ':True' for p in (d.getVar('SPHERE_TRUSTED_APP_KEYS') + ' ' + d.getVar('SPHERE_UPDATE_TRUSTED_ROOT') + ' ' + d.getVar('SPHERE_UPDATE_CA')).split())}"
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
@@ -54,8 +61,18 @@ python do_install() {
         target = os.path.join(dest, os.path.basename(key))
         shutil.copyfile(key, target)
         os.chmod(target, 0o644)
+    update_dir = d.getVar('D') + os.path.join(d.getVar('sysconfdir'), 'sphere', 'update')
+    for var, name in (('SPHERE_UPDATE_TRUSTED_ROOT', 'root.json'), ('SPHERE_UPDATE_CA', 'ca.pem')):
+        src = d.getVar(var)
+        if not src:
+            continue
+        if not os.path.isabs(src) or not os.path.isfile(src):
+            bb.fatal("%s: '%s' is not an existing absolute path" % (var, src))
+        bb.utils.mkdirhier(update_dir)
+        shutil.copyfile(src, os.path.join(update_dir, name))
+        os.chmod(os.path.join(update_dir, name), 0o644)
 }
 
 # An empty trust store is a valid (if useless) configuration.
 ALLOW_EMPTY:${PN} = "1"
-FILES:${PN} += "${SPHERE_APP_TRUST_DIR}"
+FILES:${PN} += "${SPHERE_APP_TRUST_DIR} ${sysconfdir}/sphere/update"
