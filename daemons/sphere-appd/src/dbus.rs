@@ -3,7 +3,6 @@
 
 use crate::manager::Manager;
 use sphere_appd_api::{AppStatus, OBJECT_PATH, Violation};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -101,12 +100,7 @@ pub async fn serve_system_bus(manager: Arc<Manager>) -> zbus::Result<()> {
 
 /// Serve peer-to-peer D-Bus on a Unix socket only root can open.
 pub async fn serve_p2p(manager: Arc<Manager>, socket: &Path) -> std::io::Result<()> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(socket);
-    let listener = tokio::net::UnixListener::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let listener = sphere_dbus_p2p::bind_private_socket(socket)?;
     let connections: Arc<tokio::sync::Mutex<Vec<zbus::Connection>>> = Arc::default();
     let signals = Arc::clone(&connections);
     let signal_manager = Arc::clone(&manager);
@@ -114,14 +108,7 @@ pub async fn serve_p2p(manager: Arc<Manager>, socket: &Path) -> std::io::Result<
     loop {
         let (stream, _) = listener.accept().await?;
         let service = AppManagerService { manager: Arc::clone(&manager) };
-        let built = async {
-            zbus::connection::Builder::unix_stream(stream)
-                .server(zbus::Guid::generate())?
-                .p2p()
-                .serve_at(OBJECT_PATH, service)?
-                .build()
-                .await
-        };
+        let built = sphere_dbus_p2p::serve_peer(stream, OBJECT_PATH, service);
         match built.await {
             Ok(connection) => connections.lock().await.push(connection),
             Err(error) => eprintln!("sphere-appd: a D-Bus client failed to connect: {error}"),

@@ -6,7 +6,6 @@ use crate::proxy::{self, Shared};
 use crate::rules;
 use sphere_netd_api::{AppRules, BlockedAttempt, Compartment, OBJECT_PATH};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zbus::fdo;
@@ -147,25 +146,13 @@ impl NetworkService {
 
 /// Serve peer-to-peer D-Bus on a Unix socket only root can open.
 pub async fn serve_p2p(shared: Shared, socket: &Path) -> std::io::Result<()> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(socket);
-    let listener = tokio::net::UnixListener::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let listener = sphere_dbus_p2p::bind_private_socket(socket)?;
     // sphere-init's readiness line (stdout): the API is reachable from here on.
     println!("sphere-netd: ready");
     loop {
         let (stream, _) = listener.accept().await?;
         let service = NetworkService { shared: Arc::clone(&shared) };
-        let built = async {
-            zbus::connection::Builder::unix_stream(stream)
-                .server(zbus::Guid::generate())?
-                .p2p()
-                .serve_at(OBJECT_PATH, service)?
-                .build()
-                .await
-        };
+        let built = sphere_dbus_p2p::serve_peer(stream, OBJECT_PATH, service);
         match built.await {
             // The connection serves on its own tasks; keep it alive until the peer leaves.
             Ok(connection) => {

@@ -239,15 +239,7 @@ pub async fn serve(updater: Updater) -> Result<(), UpdateError> {
     }
     let socket = updater.config.socket.clone();
     let io = |source| UpdateError::Io { path: socket.clone(), source };
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket).map_err(io)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    }
+    let listener = sphere_dbus_p2p::bind_private_socket(&socket).map_err(io)?;
     eprintln!("sphere-updated: serving {} on {}", crate::api::INTERFACE, socket.display());
     let updater = Arc::new(updater);
     let current = Arc::new(Mutex::new(UpdateStatus::default()));
@@ -261,14 +253,7 @@ pub async fn serve(updater: Updater) -> Result<(), UpdateError> {
             deferral: deferral.clone(),
             connections: connections.clone(),
         };
-        let built = async {
-            zbus::connection::Builder::unix_stream(stream)
-                .server(zbus::Guid::generate())?
-                .p2p()
-                .serve_at(crate::api::OBJECT_PATH, service)?
-                .build()
-                .await
-        };
+        let built = sphere_dbus_p2p::serve_peer(stream, crate::api::OBJECT_PATH, service);
         match built.await {
             Ok(conn) => connections.lock().await.push(conn),
             Err(e) => eprintln!("sphere-updated: a D-Bus client failed to connect: {e}"),
