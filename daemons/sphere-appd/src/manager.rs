@@ -313,16 +313,7 @@ impl Manager {
         let now = unix_now();
         let mut runtimes = lock(&self.runtimes);
         let runtime = runtimes.entry(id).or_default();
-        let entry = runtime.violations.entry(kind).or_insert_with(|| Violation {
-            kind: kind.to_owned(),
-            count: 0,
-            first_seen: now,
-            last_seen: now,
-            detail: String::new(),
-        });
-        entry.count += 1;
-        entry.last_seen = now;
-        entry.detail = detail;
+        add_violations(&mut runtime.violations, kind, 1, now, detail);
     }
 
     /// Ask the app to stop (SIGTERM, then SIGKILL after its grace period) and wait until it has.
@@ -590,16 +581,7 @@ impl Manager {
             if n == 0 {
                 return;
             }
-            let entry = runtime.violations.entry(kind).or_insert_with(|| Violation {
-                kind: kind.to_owned(),
-                count: 0,
-                first_seen: now,
-                last_seen: now,
-                detail: String::new(),
-            });
-            entry.count += n;
-            entry.last_seen = now;
-            entry.detail = detail;
+            add_violations(&mut runtime.violations, kind, n, now, detail);
         };
         match ended {
             Ok(report) => {
@@ -694,4 +676,24 @@ fn prepare_cgroup_parent(parent: &std::path::Path) {
             eprintln!("sphere-appd: cannot enable controllers in {}: {error}", control.display());
         }
     }
+}
+
+/// Count `n` more violations of `kind` at `now`, keeping the first time seen and the latest detail.
+fn add_violations(
+    violations: &mut BTreeMap<&'static str, Violation>,
+    kind: &'static str,
+    n: u64,
+    now: u64,
+    detail: String,
+) {
+    let entry = violations.entry(kind).or_insert_with(|| Violation {
+        kind: kind.to_owned(),
+        count: 0,
+        first_seen: now,
+        last_seen: now,
+        detail: String::new(),
+    });
+    entry.count += n;
+    entry.last_seen = now;
+    entry.detail = detail;
 }
