@@ -56,6 +56,9 @@ PY
 }
 
 seed_corpus
+# One target directory for every fuzz crate: they share most dependencies (libfuzzer-sys, serde,
+# the workspace crates), and one directory is one thing to delete afterwards.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_FUZZ:-$PWD/target/fuzz}"
 status=0
 for target in "${targets[@]}"; do
   echo "fuzz: $target for ${seconds}s" >&2
