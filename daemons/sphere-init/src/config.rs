@@ -57,7 +57,7 @@ pub struct Config {
 
 /// What must hold, besides every enabled service having been ready, before a trial slot is
 /// committed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// `IP:PORT` that must accept a TCP connection (the cloud is reachable). An IP literal:
@@ -67,10 +67,25 @@ pub struct HealthConfig {
     /// Connection timeout for `reachable`, per attempt (three attempts, one second apart).
     #[serde(default = "default_health_timeout_ms")]
     pub timeout_ms: u64,
+    /// The anti-rollback minimum version record (sphere-slots' `FileMinVersion`; the same file
+    /// as sphere-updated's `min_version`). Committing a trial slot raises it to that slot's
+    /// version. On the data partition, mounted before boot completes.
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { reachable: None, timeout_ms: default_health_timeout_ms(), min_version: default_min_version() }
+    }
 }
 
 fn default_health_timeout_ms() -> u64 {
     3000
+}
+
+fn default_min_version() -> String {
+    sphere_slots::rollback::DEFAULT_MIN_VERSION_PATH.to_string()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -20,7 +20,10 @@ use nix::sys::reboot::{RebootMode, reboot};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{ForkResult, Pid, fork};
 use sphere_slots::layout::{BOOTENV_PARTITION, Layout, find_partition};
-use sphere_slots::{BootDecision, BootRecord, BootState, EnvLocation, EnvStore, Slot};
+use sphere_slots::{
+    BootDecision, BootRecord, BootState, CommitError, EnvLocation, EnvStore, FileMinVersion, Slot, Slots,
+    raise_to_committed,
+};
 
 use crate::cmdline::Cmdline;
 use crate::config::HealthConfig;
@@ -160,7 +163,7 @@ pub fn os_version() -> String {
 
 /// PID 1 on an A/B system: the layout, the running slot and the record, when there is one.
 pub struct AbSystem {
-    record: BootRecord,
+    slots: Slots,
     booted: Slot,
 }
 
@@ -175,21 +178,21 @@ impl AbSystem {
                 return None;
             }
         };
-        let record = match EnvStore::new(layout.env.clone()) {
-            Ok(store) => BootRecord::new(store),
+        let slots = match Slots::open(layout) {
+            Ok(slots) => slots,
             Err(err) => {
                 log.warn(format!("boot-state record: {err}"));
                 return None;
             }
         };
-        let mut system = AbSystem { record, booted };
+        let mut system = AbSystem { slots, booted };
         system.report(log);
         Some(system)
     }
 
     fn report(&mut self, log: &mut Log) {
         let version = os_version();
-        let (state, committed) = match self.record.load() {
+        let (state, committed) = match self.slots.record().load() {
             Ok((_, state)) => {
                 let committed = if state.committed() { "yes" } else { "no" };
                 (state, committed)
@@ -212,17 +215,27 @@ impl AbSystem {
         );
     }
 
-    /// Boot is complete: commit a trial slot if `services_ok` and the reachability check pass;
-    /// otherwise ask for a reboot (the next boot counts the next attempt). `None` = carry on.
+    /// Boot is complete: commit a trial slot if `services_ok` and the reachability check pass,
+    /// and raise the anti-rollback minimum to its version; otherwise ask for a reboot (the next
+    /// boot counts the next attempt). `None` = carry on.
+    ///
+    /// A boot of an already committed slot re-applies the raise (a no-op unless a power cut
+    /// fell between a commit and its raise).
     pub fn boot_complete(&mut self, log: &mut Log, services_ok: bool, health: &HealthConfig) -> Option<Action> {
-        let state = match self.record.load() {
+        let state = match self.slots.record().load() {
             Ok((_, state)) => state,
             Err(err) => {
                 log.warn(format!("boot-state record: {err}; not committing"));
                 return None;
             }
         };
+        let mut store = FileMinVersion::new(&health.min_version);
         if !(state.upgrade_available && state.slot == self.booted) {
+            match raise_to_committed(&state, self.booted, &mut store) {
+                Ok(Some(version)) => min_version_raised(log, version),
+                Ok(None) => {}
+                Err(err) => log.warn(format!("anti-rollback minimum: {err}")),
+            }
             return None;
         }
         let reachable = match health.reachable {
@@ -238,17 +251,25 @@ impl AbSystem {
             log.milestone("health-failed", &[("slot", self.booted.as_str()), ("why", &why)]);
             return Some(Action::Reboot);
         }
-        match self.record.update(|s| Ok((s.commit(self.booted), ()))) {
-            Ok(()) => {
+        match self.slots.commit_and_raise(self.booted, &mut store) {
+            Ok((_, raised)) => {
                 log.milestone("slot-committed", &[("slot", self.booted.as_str()), ("version", &os_version())]);
-                None
+                if let Some(version) = raised {
+                    min_version_raised(log, version);
+                }
             }
-            Err(err) => {
-                log.warn(format!("commit of slot {}: {err}", self.booted));
-                None
+            Err(CommitError::MinVersion(err)) => {
+                log.milestone("slot-committed", &[("slot", self.booted.as_str()), ("version", &os_version())]);
+                log.warn(format!("anti-rollback minimum not raised: {err}"));
             }
+            Err(CommitError::Slots(err)) => log.warn(format!("commit of slot {}: {err}", self.booted)),
         }
+        None
     }
+}
+
+fn min_version_raised(log: &mut Log, version: u64) {
+    log.milestone("min-version-raised", &[("version", &version.to_string())]);
 }
 
 fn reach(addr: std::net::SocketAddr, timeout: Duration) -> Result<(), String> {
@@ -283,6 +304,116 @@ mod tests {
         assert!(fields.contains(&("attempt", "2".to_string())));
         let fields = decision_fields(BootDecision::Fallback { from: Slot::B, to: Slot::A });
         assert_eq!(fields[0], ("slot", "a".to_string()));
+    }
+
+    /// A scratch directory removed on drop (sphere-init has no tempfile dev-dependency).
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new() -> Self {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("sphere-init-slots-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            TestDir(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn ab_system(dir: &TestDir, booted: Slot) -> AbSystem {
+        let env = EnvLocation::redundant_default(dir.path().join("bootenv"));
+        if !env.path.exists() {
+            EnvStore::create_file(&env).unwrap();
+        }
+        let layout = Layout { env, slots: [dir.path().join("a"), dir.path().join("b")] };
+        AbSystem { slots: Slots::open(layout).unwrap(), booted }
+    }
+
+    fn health_config(dir: &TestDir) -> HealthConfig {
+        HealthConfig {
+            min_version: dir.path().join("data/sphere/min-version").display().to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn minimum(dir: &TestDir) -> Option<String> {
+        std::fs::read_to_string(dir.path().join("data/sphere/min-version")).ok()
+    }
+
+    #[test]
+    fn health_check_commit_raises_the_anti_rollback_minimum() {
+        let dir = TestDir::new();
+        let mut log = Log::new();
+        let health = health_config(&dir);
+        // Slot A (version 4) runs; version 6 was installed into B and is on trial.
+        let system = ab_system(&dir, Slot::A);
+        let record = system.slots.record();
+        record
+            .update(|s| {
+                let factory = BootState { bootable: [true, false], versions: [Some("4".into()), None], ..s.clone() };
+                Ok((Some(factory.finish_install(Slot::B, "6")?), ()))
+            })
+            .unwrap();
+        // The trial boot of B fails its health check: no commit, the minimum stays unset.
+        let mut trial = ab_system(&dir, Slot::B);
+        assert!(matches!(trial.boot_complete(&mut log, false, &health), Some(Action::Reboot)));
+        assert_eq!(minimum(&dir), None);
+        assert!(!trial.slots.record().load().unwrap().1.committed());
+        // It passes: committed, and the minimum is B's version.
+        assert!(trial.boot_complete(&mut log, true, &health).is_none());
+        let state = trial.slots.record().load().unwrap().1;
+        assert!(state.committed() && state.good_slot == Slot::B);
+        assert_eq!(minimum(&dir).as_deref(), Some("6\n"));
+        // Every later boot leaves it (never lowered, nothing to commit).
+        assert!(trial.boot_complete(&mut log, true, &health).is_none());
+        assert_eq!(minimum(&dir).as_deref(), Some("6\n"));
+    }
+
+    #[test]
+    fn committed_boot_catches_up_a_lost_raise_but_a_fallback_does_not_raise() {
+        let dir = TestDir::new();
+        let mut log = Log::new();
+        let health = health_config(&dir);
+        let system = ab_system(&dir, Slot::A);
+        system
+            .slots
+            .record()
+            .update(|s| {
+                let factory = BootState { bootable: [true, false], versions: [Some("4".into()), None], ..s.clone() };
+                Ok((Some(factory.finish_install(Slot::B, "9")?), ()))
+            })
+            .unwrap();
+        // The trial used up its attempts: the boot loader fell back to A.
+        system
+            .slots
+            .record()
+            .update(|s| {
+                let mut next = s.clone();
+                next.bootcount = next.bootlimit;
+                Ok((next.next_boot().1, ()))
+            })
+            .unwrap();
+        let mut fallback = ab_system(&dir, Slot::A);
+        assert!(fallback.boot_complete(&mut log, true, &health).is_none());
+        assert_eq!(minimum(&dir).as_deref(), Some("4\n"), "the fallback's own version, never the failed trial's");
+        // A power cut after a commit but before its raise: the next committed boot raises.
+        let dir = TestDir::new();
+        let system = ab_system(&dir, Slot::A);
+        system.slots.record().update(|s| Ok((Some(s.finish_install(Slot::B, "12")?), ()))).unwrap();
+        assert!(system.slots.commit(Slot::B).unwrap());
+        let mut next_boot = ab_system(&dir, Slot::B);
+        assert!(next_boot.boot_complete(&mut log, true, &health_config(&dir)).is_none());
+        assert_eq!(minimum(&dir).as_deref(), Some("12\n"));
     }
 
     #[test]

@@ -48,7 +48,7 @@ use serde::Serialize;
 
 pub use env::{Env, EnvError, EnvLocation, EnvStore};
 pub use layout::{Layout, LayoutError};
-pub use rollback::{FileMinVersion, MinVersionStore, RollbackError};
+pub use rollback::{FileMinVersion, MinVersionStore, RollbackError, raise_to_committed};
 pub use state::{BootDecision, BootRecord, BootState, Slot, StateError};
 pub use writer::{ExpectedImage, SlotWriter, Verified, WriteError};
 
@@ -65,6 +65,15 @@ pub enum SlotsError {
     Layout(#[from] LayoutError),
     #[error("verified image is on {got}, not on slot {slot}'s device {want}")]
     WrongDevice { slot: Slot, got: String, want: String },
+}
+
+/// A failure of [`Slots::commit_and_raise`]: the commit itself, or raising the minimum after it.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Slots(#[from] SlotsError),
+    #[error("slot committed, but the anti-rollback minimum was not raised: {0}")]
+    MinVersion(#[from] RollbackError),
 }
 
 /// The A/B system: its layout and boot-state record.
@@ -164,6 +173,23 @@ impl Slots {
         })?)
     }
 
+    /// The health check's whole step: [`Slots::commit`], then raise the anti-rollback minimum
+    /// to the committed slot's recorded version ([`raise_to_committed`]). The record is
+    /// committed first: a power cut between the two leaves a committed slot and the old
+    /// minimum, which the next call (every boot, and sphere-updated's start) raises; the other
+    /// order could pin the minimum above a fallback that is still needed. Returns whether the
+    /// record changed and the new minimum, if it rose.
+    pub fn commit_and_raise(
+        &self,
+        booted: Slot,
+        store: &mut dyn MinVersionStore,
+    ) -> Result<(bool, Option<u64>), CommitError> {
+        let changed = self.commit(booted)?;
+        let (_, state) = self.record.load().map_err(SlotsError::from)?;
+        let raised = raise_to_committed(&state, booted, store)?;
+        Ok((changed, raised))
+    }
+
     /// Put the other slot on trial (manual rollback).
     pub fn rollback(&self, booted: Slot) -> Result<Slot, SlotsError> {
         Ok(self.record.update(|state| {
@@ -203,6 +229,39 @@ mod tests {
         assert!(slots.install(Slot::B, &image[..], expected, "3", |_| {}).is_err());
         assert!(slots.commit(Slot::B).unwrap());
         assert!(slots.status(None).unwrap().committed);
+    }
+
+    #[test]
+    fn commit_raises_the_minimum_to_the_installed_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = setup(&dir);
+        let mut store = FileMinVersion::new(dir.path().join("data/min-version"));
+        store.raise(1).unwrap();
+        let image = vec![7u8; 4096];
+        let expected = ExpectedImage { len: image.len() as u64, sha256: sha2::Sha256::digest(&image).into() };
+        slots.install(Slot::A, &image[..], expected, "5", |_| {}).unwrap();
+        // The fallback A still runs (trial not booted yet): nothing to commit, no raise.
+        assert_eq!(slots.commit_and_raise(Slot::A, &mut store).unwrap(), (false, None));
+        assert_eq!(store.minimum().unwrap(), 1);
+        // The trial boot of B passes its health check.
+        assert_eq!(slots.commit_and_raise(Slot::B, &mut store).unwrap(), (true, Some(5)));
+        assert_eq!(store.minimum().unwrap(), 5);
+        assert!(matches!(store.check(4), Err(RollbackError::Downgrade { candidate: 4, minimum: 5 })));
+        // Later boots: nothing changes.
+        assert_eq!(slots.commit_and_raise(Slot::B, &mut store).unwrap(), (false, None));
+    }
+
+    #[test]
+    fn commit_after_a_lost_raise_catches_up() {
+        // Power cut after the record's commit, before the minimum was written.
+        let dir = tempfile::tempdir().unwrap();
+        let slots = setup(&dir);
+        let image = vec![9u8; 512];
+        let expected = ExpectedImage { len: image.len() as u64, sha256: sha2::Sha256::digest(&image).into() };
+        slots.install(Slot::A, &image[..], expected, "8", |_| {}).unwrap();
+        assert!(slots.commit(Slot::B).unwrap());
+        let mut store = FileMinVersion::new(dir.path().join("min-version"));
+        assert_eq!(slots.commit_and_raise(Slot::B, &mut store).unwrap(), (false, Some(8)));
     }
 
     #[test]

@@ -100,9 +100,13 @@ impl MinVersionStore for FileMinVersion {
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        // A per-process temporary name: init (at commit) and sphere-updated (at start) may
+        // raise at the same moment, and a shared name would let one truncate the other's file
+        // between its write and its rename (an empty record reads as corrupt).
         let tmp = dir.join(format!(
-            ".{}.tmp",
-            self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            ".{}.{}.tmp",
+            self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id()
         ));
         let mut file = File::create(&tmp).map_err(|e| self.io(e))?;
         writeln!(file, "{version}").map_err(|e| self.io(e))?;
@@ -113,9 +117,69 @@ impl MinVersionStore for FileMinVersion {
     }
 }
 
+/// After a committed boot of `booted`: raises `store` to the version the boot record holds
+/// for that slot (recorded by [`crate::Slots::finish_install`] at install time). Returns the
+/// new minimum when it rose.
+///
+/// Nothing changes while `booted` is on trial or is not the committed (good) slot: during a
+/// trial the fallback must stay installable-over and bootable, and a fallback boot must not
+/// pin the minimum to the trial's version. A version that is not a decimal number (a factory
+/// label such as `dev`) raises nothing. Idempotent, so it also catches up after a power cut
+/// between the record's commit and this step.
+pub fn raise_to_committed(
+    state: &crate::BootState,
+    booted: crate::Slot,
+    store: &mut dyn MinVersionStore,
+) -> Result<Option<u64>, RollbackError> {
+    if !state.committed() || state.slot != booted || state.good_slot != booted {
+        return Ok(None);
+    }
+    let Some(version) = state.version(booted).and_then(|v| v.trim().parse::<u64>().ok()) else {
+        return Ok(None);
+    };
+    if version <= store.minimum()? {
+        return Ok(None);
+    }
+    store.raise(version)?;
+    Ok(Some(version))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{BootState, Slot};
+
+    #[test]
+    fn commit_raises_to_the_committed_slot_version_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileMinVersion::new(dir.path().join("min-version"));
+        store.raise(3).unwrap();
+        let base = BootState { bootable: [true, false], versions: [Some("3".into()), None], ..BootState::default() };
+        let trial = base.finish_install(Slot::B, "7").unwrap();
+        // On trial: the fallback (3) must stay the floor.
+        assert_eq!(raise_to_committed(&trial, Slot::B, &mut store).unwrap(), None);
+        assert_eq!(store.minimum().unwrap(), 3);
+        // The trial fell back to A: A is committed, its version is 3, nothing rises to 7.
+        let fell_back = BootState { upgrade_available: false, slot: Slot::A, ..trial.clone() };
+        assert_eq!(raise_to_committed(&fell_back, Slot::A, &mut store).unwrap(), None);
+        assert_eq!(raise_to_committed(&fell_back, Slot::B, &mut store).unwrap(), None);
+        assert_eq!(store.minimum().unwrap(), 3);
+        // Committed B: the floor becomes 7, and a second call changes nothing.
+        let committed = trial.commit(Slot::B).unwrap();
+        assert_eq!(raise_to_committed(&committed, Slot::B, &mut store).unwrap(), Some(7));
+        assert_eq!(raise_to_committed(&committed, Slot::B, &mut store).unwrap(), None);
+        assert_eq!(std::fs::read_to_string(store.path()).unwrap(), "7\n");
+        // Never lowered: a committed slot whose version is below the floor leaves it.
+        let old = BootState { versions: [Some("2".into()), None], ..BootState::default() };
+        assert_eq!(raise_to_committed(&old, Slot::A, &mut store).unwrap(), None);
+        assert_eq!(store.minimum().unwrap(), 7);
+        // A non-numeric label raises nothing.
+        let label = BootState { versions: [Some("dev".into()), None], ..BootState::default() };
+        assert_eq!(raise_to_committed(&label, Slot::A, &mut store).unwrap(), None);
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("min-version")]);
+    }
 
     #[test]
     fn minimum_only_rises() {

@@ -440,21 +440,14 @@ impl Updater {
     }
 
     /// After a committed boot: raise the anti-rollback minimum to the running OS version
-    /// (never at install time: the fallback slot must stay bootable during the trial).
+    /// (never at install time: the fallback slot must stay bootable during the trial). Init's
+    /// health check does this when it commits a trial slot; this is the same step for devices
+    /// whose commit comes from elsewhere (`sphere-updated commit`, and a catch-up at start).
     pub fn raise_min_version_if_committed(&self) -> Result<Option<u64>, UpdateError> {
         let slots = self.slots()?;
         let booted = self.booted_slot(&slots)?;
         let (_, state) = slots.record().load().map_err(sphere_slots::SlotsError::from)?;
-        if !state.committed() || state.slot != booted {
-            return Ok(None);
-        }
-        let version = self.os_version(&slots, booted)?;
-        let mut store = self.min_version();
-        if version > store.minimum()? {
-            store.raise(version)?;
-            return Ok(Some(version));
-        }
-        Ok(None)
+        Ok(sphere_slots::raise_to_committed(&state, booted, &mut self.min_version())?)
     }
 
     /// Manual rollback: the other slot on trial next boot; M4-only firmware updates restore
