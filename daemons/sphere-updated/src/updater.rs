@@ -262,48 +262,7 @@ impl Updater {
         let mut installed = self.installed();
 
         // Every check for every target first: a release is taken whole or not at all.
-        for t in &release.targets {
-            if !t.info.fits(&self.config.hardware) {
-                return Err(UpdateError::WrongHardware {
-                    target: t.name.clone(),
-                    hardware: t.info.hardware.clone(),
-                    board: self.config.hardware.clone(),
-                });
-            }
-            match t.info.kind {
-                Kind::OsImage => {
-                    self.min_version().check(t.info.version)?;
-                    if t.info.version <= os_version {
-                        return Err(UpdateError::NotNewer {
-                            kind: Kind::OsImage,
-                            candidate: t.info.version,
-                            installed: os_version,
-                        });
-                    }
-                }
-                Kind::M4Firmware => {
-                    // M4 firmware has its own version line: no downgrade below what the
-                    // running slot's firmware is (the OS anti-rollback store is for OS images).
-                    let current = installed.m4.get(booted.as_str()).copied().unwrap_or(0);
-                    if t.info.version < current {
-                        return Err(UpdateError::NotNewer {
-                            kind: Kind::M4Firmware,
-                            candidate: t.info.version,
-                            installed: current,
-                        });
-                    }
-                }
-                Kind::AppPackage => {}
-            }
-        }
-        if release.targets.iter().filter(|t| t.info.kind == Kind::OsImage).count() > 1
-            || release.targets.iter().filter(|t| t.info.kind == Kind::M4Firmware).count() > 1
-        {
-            return Err(UpdateError::Config(format!(
-                "release {} has more than one OS image or M4 firmware",
-                release.name
-            )));
-        }
+        self.vet_release(&release, booted, os_version, &installed)?;
 
         let store = PartialStore { path: self.config.partial_path() };
         let targets_base = {
@@ -402,6 +361,62 @@ impl Updater {
         })
     }
 
+    /// Every check a release must pass before a byte is downloaded: each target made for this
+    /// board, an OS image not below the anti-rollback minimum and newer than the running
+    /// `os_version`, M4 firmware not older than `booted`'s, at most one OS image and one M4
+    /// firmware. A release is taken whole or not at all.
+    pub fn vet_release(
+        &self,
+        release: &Release,
+        booted: Slot,
+        os_version: u64,
+        installed: &Installed,
+    ) -> Result<(), UpdateError> {
+        for t in &release.targets {
+            if !t.info.fits(&self.config.hardware) {
+                return Err(UpdateError::WrongHardware {
+                    target: t.name.clone(),
+                    hardware: t.info.hardware.clone(),
+                    board: self.config.hardware.clone(),
+                });
+            }
+            match t.info.kind {
+                Kind::OsImage => {
+                    self.min_version().check(t.info.version)?;
+                    if t.info.version <= os_version {
+                        return Err(UpdateError::NotNewer {
+                            kind: Kind::OsImage,
+                            candidate: t.info.version,
+                            installed: os_version,
+                        });
+                    }
+                }
+                Kind::M4Firmware => {
+                    // M4 firmware has its own version line: no downgrade below what the
+                    // running slot's firmware is (the OS anti-rollback store is for OS images).
+                    let current = installed.m4.get(booted.as_str()).copied().unwrap_or(0);
+                    if t.info.version < current {
+                        return Err(UpdateError::NotNewer {
+                            kind: Kind::M4Firmware,
+                            candidate: t.info.version,
+                            installed: current,
+                        });
+                    }
+                }
+                Kind::AppPackage => {}
+            }
+        }
+        if release.targets.iter().filter(|t| t.info.kind == Kind::OsImage).count() > 1
+            || release.targets.iter().filter(|t| t.info.kind == Kind::M4Firmware).count() > 1
+        {
+            return Err(UpdateError::Config(format!(
+                "release {} has more than one OS image or M4 firmware",
+                release.name
+            )));
+        }
+        Ok(())
+    }
+
     async fn fetch_to_file(
         &self,
         consistent: bool,
@@ -464,7 +479,7 @@ fn expected_of(t: &VerifiedTarget) -> Result<ExpectedImage, UpdateError> {
     ExpectedImage::from_hex(t.length, &t.sha256).map_err(|e| UpdateError::Download(e.into()))
 }
 
-fn target_url(base: &Url, name: &str, hash_prefix: Option<&str>) -> Result<Url, UpdateError> {
+pub fn target_url(base: &Url, name: &str, hash_prefix: Option<&str>) -> Result<Url, UpdateError> {
     // Target names are TUF-validated (tough's TargetName refuses `..` and absolute paths).
     let path = match (hash_prefix, name.rsplit_once('/')) {
         (None, _) => name.to_string(),
