@@ -181,3 +181,29 @@ fn help_teaches_with_examples() {
     let top = sphere(&["--help"], &repo());
     assert!(String::from_utf8_lossy(&top.stdout).contains("Exit codes"));
 }
+
+/// Fleet commands refuse, before any connection, what would leak the token or address the
+/// wrong resource (the commands against a running sphere-cloud: tests/cloud-cli-test.sh).
+#[test]
+fn fleet_commands_refuse_unsafe_input_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "t\n").unwrap();
+    std::fs::write(dir.path().join("not-a-cert.pem"), "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n")
+        .unwrap();
+    let cloud = |extra: &[&str], ca: &str| {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--cloud-ca", ca, "--token-file", "token"]);
+        sphere(&args, dir.path())
+    };
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["device", "list", "--cloud", "http://127.0.0.1:1"], "not-a-cert.pem", "must be an https:// URL"),
+        (&["device", "list", "--cloud", "https://127.0.0.1:1"], "not-a-cert.pem", "no PEM certificate"),
+        (&["device", "show", "../groups"], "not-a-cert.pem", "only letters, digits"),
+        (&["errors", "list", "--kind", "explosion"], "not-a-cert.pem", "possible values: crash"),
+    ];
+    for (args, ca, message) in cases {
+        let output = cloud(args, ca);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains(message), "{args:?}: {}", stderr(&output));
+    }
+}

@@ -10,10 +10,10 @@ use crate::output::{CommandError, Output};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sphere_attestation::api::ApiError;
 use sphere_attestation::api::operator::{
     AttestationRecord, CertificateRecord, DeviceInfo, GroupInfo, StoredErrorReport,
 };
+use sphere_attestation::api::{ApiError, ErrorKind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +81,7 @@ pub enum ErrorsCommand {
         #[arg(long)]
         device: Option<String>,
         /// crash, sandbox-violation, firewall-violation or other.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(error_kinds()))]
         kind: Option<String>,
         /// Only this app (component id).
         #[arg(long)]
@@ -159,32 +159,72 @@ pub enum DeviceCloudCommand {
     },
 }
 
+/// The kinds of error report devices send (`ErrorKind` in sphere-attestation). sphere-cloud
+/// answers an unknown kind with an empty list, so a typo would look like "no errors": clap
+/// refuses it instead.
+fn error_kinds() -> [&'static str; 4] {
+    [ErrorKind::Crash, ErrorKind::SandboxViolation, ErrorKind::FirewallViolation, ErrorKind::Other]
+        .map(ErrorKind::as_str)
+}
+
 struct Api {
     agent: ureq::Agent,
     base: String,
     token: String,
+    /// Where the CA and the token came from, to name them when the server refuses either.
+    ca_file: PathBuf,
+    token_source: String,
 }
 
 fn usage(message: impl Into<String>) -> CommandError {
     CommandError::Usage(message.into())
 }
 
+/// Check a value that goes into a URL path or query (device id, group name, serial, filter).
+/// sphere-cloud's names and ids only use these characters; anything else (`/`, `?`, `&`, `..`)
+/// would silently address another resource (`device show ../groups` would GET /v1/groups).
+fn plain<'a>(what: &str, value: &'a str) -> Result<&'a str, CommandError> {
+    let allowed = value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if value.is_empty() || value == "." || value == ".." || !allowed {
+        return Err(usage(format!("{what} {value:?}: only letters, digits, '-', '_' and '.'")));
+    }
+    Ok(value)
+}
+
 impl Api {
     fn new(args: &CloudArgs) -> Result<Api, CommandError> {
+        // The operator token travels in every request: never over plain HTTP.
+        if !args.url.starts_with("https://") {
+            return Err(usage(format!(
+                "--cloud {}: must be an https:// URL (the operator token is never sent unencrypted)",
+                args.url
+            )));
+        }
         let ca = std::fs::read(&args.ca).map_err(|e| usage(format!("{}: {e}", args.ca.display())))?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
             let cert = cert.map_err(|e| usage(format!("{}: {e}", args.ca.display())))?;
             roots.add(cert).map_err(|e| usage(format!("{}: {e}", args.ca.display())))?;
         }
+        // An empty trust store would fail every handshake with an "unknown issuer" that blames
+        // the server; say what is wrong with the file instead.
+        if roots.is_empty() {
+            return Err(usage(format!(
+                "--cloud-ca {}: no PEM certificate in it (give the cloud's ca.crt)",
+                args.ca.display()
+            )));
+        }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| usage(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let token = match (&args.token_file, std::env::var("SPHERE_CLOUD_TOKEN")) {
-            (Some(file), _) => std::fs::read_to_string(file).map_err(|e| usage(format!("{}: {e}", file.display())))?,
-            (None, Ok(token)) => token,
+        let (token, token_source) = match (&args.token_file, std::env::var("SPHERE_CLOUD_TOKEN")) {
+            (Some(file), _) => (
+                std::fs::read_to_string(file).map_err(|e| usage(format!("{}: {e}", file.display())))?,
+                file.display().to_string(),
+            ),
+            (None, Ok(token)) => (token, "SPHERE_CLOUD_TOKEN".to_owned()),
             (None, Err(_)) => {
                 return Err(usage("no operator token: give --token-file or set SPHERE_CLOUD_TOKEN(_FILE)"));
             }
@@ -193,6 +233,8 @@ impl Api {
             agent: ureq::AgentBuilder::new().tls_config(Arc::new(tls)).timeout(Duration::from_secs(30)).build(),
             base: args.url.trim_end_matches('/').to_owned(),
             token: token.trim().to_owned(),
+            ca_file: args.ca.clone(),
+            token_source,
         })
     }
 
@@ -217,15 +259,65 @@ impl Api {
                 let (code, message) =
                     error.map(|e| (e.code, e.error)).unwrap_or(("unknown".into(), format!("HTTP {status}")));
                 let detail = serde_json::json!({"status": status, "code": code});
-                if status == 401 || status >= 500 {
+                if status == 401 {
+                    Err(usage(format!(
+                        "sphere-cloud refused the operator token from {}: it must be the one in operator.token \
+                         in the cloud's data directory ({message})",
+                        self.token_source
+                    )))
+                } else if status >= 500 {
                     Err(usage(format!("sphere-cloud: {message} ({code})")))
                 } else {
                     Err(CommandError::invalid_with(format!("sphere-cloud: {message} ({code})"), detail))
                 }
             }
-            Err(other) => Err(usage(format!("cannot reach sphere-cloud at {}: {other}", self.base))),
+            Err(ureq::Error::Transport(transport)) => match rustls_error(&transport) {
+                Some(tls) => Err(usage(tls_failure(&self.base, &self.ca_file, tls))),
+                None => Err(usage(format!("cannot reach sphere-cloud at {}: {transport}", self.base))),
+            },
         }
     }
+}
+
+/// The TLS error behind a failed request, if that is what failed. ureq wraps it in an
+/// `io::Error`, whose `source()` skips the wrapped error itself, hence `get_ref`.
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && let Some(tls) = rustls_error(inner)
+        {
+            return Some(tls);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// Say why the server was not trusted and what to do about it, rather than rustls' enum name.
+fn tls_failure(base: &str, ca_file: &std::path::Path, error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let ca = ca_file.display();
+    let why = match error {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
+            "its certificate is not signed by the CA in {ca}: give the cloud's own ca.crt (its data \
+             directory) with --cloud-ca or SPHERE_CLOUD_CA"
+        ),
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "its certificate is not valid for this host name: use a name or address given to \
+             `sphere-cloud init --dns/--ip`"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "its certificate has expired (or this machine's clock is wrong)".to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Revoked) => "its certificate is revoked".to_owned(),
+        other => format!("TLS failed: {other}"),
+    };
+    format!("sphere-cloud at {base} is not trusted: {why} ({error})")
 }
 
 fn time(t: i64) -> String {
@@ -263,7 +355,7 @@ pub fn device(command: DeviceCloudCommand, output: &Output) -> Result<(), Comman
     match command {
         DeviceCloudCommand::List { group, cloud } => {
             let path = match &group {
-                Some(g) => format!("/v1/devices?group={g}"),
+                Some(g) => format!("/v1/devices?group={}", plain("--group", g)?),
                 None => "/v1/devices".into(),
             };
             let devices: Vec<DeviceInfo> = Api::new(&cloud)?.call("GET", &path, None)?;
@@ -283,6 +375,7 @@ pub fn device(command: DeviceCloudCommand, output: &Output) -> Result<(), Comman
             });
         }
         DeviceCloudCommand::Show { device_id, cloud } => {
+            plain("device id", &device_id)?;
             let d: DeviceInfo = Api::new(&cloud)?.call("GET", &format!("/v1/devices/{device_id}"), None)?;
             print(output, &d, || {
                 format!(
@@ -302,6 +395,7 @@ pub fn device(command: DeviceCloudCommand, output: &Output) -> Result<(), Comman
             });
         }
         DeviceCloudCommand::Attest { device_id, limit, cloud } => {
+            plain("device id", &device_id)?;
             let records: Vec<AttestationRecord> =
                 Api::new(&cloud)?.call("GET", &format!("/v1/devices/{device_id}/attestations?limit={limit}"), None)?;
             print(output, &records, || {
@@ -325,8 +419,23 @@ pub fn device(command: DeviceCloudCommand, output: &Output) -> Result<(), Comman
             });
         }
         DeviceCloudCommand::Certificate { device_id, revoke, cloud } => {
+            plain("device id", &device_id)?;
             let api = Api::new(&cloud)?;
             if let Some(serial) = revoke {
+                plain("serial", &serial)?;
+                // The API revokes by serial alone; check the serial is this device's, so a
+                // mistyped device id or a pasted serial of another device revokes nothing.
+                let own: Vec<CertificateRecord> =
+                    api.call("GET", &format!("/v1/devices/{device_id}/certificates"), None)?;
+                if !own.iter().any(|c| c.serial == serial) {
+                    return Err(CommandError::invalid_with(
+                        format!(
+                            "certificate {serial} is not one of device {device_id}'s (list them: \
+                             sphere device certificate {device_id})"
+                        ),
+                        serde_json::json!({"device_id": device_id, "serial": serial}),
+                    ));
+                }
                 let record: CertificateRecord =
                     api.call("POST", &format!("/v1/certificates/{serial}/revoke"), Some(serde_json::json!({})))?;
                 print(output, &record, || format!("revoked certificate {} of {}", record.serial, record.device_id));
@@ -364,6 +473,7 @@ pub fn device(command: DeviceCloudCommand, output: &Output) -> Result<(), Comman
             print(output, &d, || format!("registered device {} ({} key)", d.id, d.algorithm));
         }
         DeviceCloudCommand::Revoke { device_id, cloud } => {
+            plain("device id", &device_id)?;
             let d: DeviceInfo = Api::new(&cloud)?.call(
                 "POST",
                 &format!("/v1/devices/{device_id}/revoke"),
@@ -372,6 +482,7 @@ pub fn device(command: DeviceCloudCommand, output: &Output) -> Result<(), Comman
             print(output, &d, || format!("revoked device {} and all its certificates", d.id));
         }
         DeviceCloudCommand::SetGroup { device_id, group, none: _, cloud } => {
+            plain("device id", &device_id)?;
             let d: DeviceInfo = Api::new(&cloud)?.call(
                 "PUT",
                 &format!("/v1/devices/{device_id}/group"),
@@ -405,6 +516,7 @@ pub fn group(command: GroupCommand, output: &Output) -> Result<(), CommandError>
             });
         }
         GroupCommand::Show { name, cloud } => {
+            plain("group", &name)?;
             let g: GroupInfo = Api::new(&cloud)?.call("GET", &format!("/v1/groups/{name}"), None)?;
             print(output, &g, || show(&g));
         }
@@ -417,6 +529,7 @@ pub fn group(command: GroupCommand, output: &Output) -> Result<(), CommandError>
             print(output, &g, || format!("created group {}", show(&g)));
         }
         GroupCommand::SetRelease { name, release, none: _, cloud } => {
+            plain("group", &name)?;
             let g: GroupInfo = Api::new(&cloud)?.call(
                 "PUT",
                 &format!("/v1/groups/{name}/release"),
@@ -434,10 +547,7 @@ pub fn errors(command: ErrorsCommand, output: &Output) -> Result<(), CommandErro
     for (name, value) in [("device", device), ("kind", kind), ("app", app), ("since", since.map(|s| s.to_string()))] {
         if let Some(value) = value {
             // Values are ids, kinds and numbers; reject anything that would need URL escaping.
-            if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-                return Err(usage(format!("--{name} {value:?}: only letters, digits, '-', '_' and '.'")));
-            }
-            query.push(format!("{name}={value}"));
+            query.push(format!("{name}={}", plain(&format!("--{name}"), &value)?));
         }
     }
     let reports: Vec<StoredErrorReport> =
@@ -462,4 +572,48 @@ pub fn errors(command: ErrorsCommand, output: &Output) -> Result<(), CommandErro
         lines.join("\n")
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_refuses_what_would_change_the_url() {
+        assert_eq!(plain("device id", "3f2a-b_c.d").ok(), Some("3f2a-b_c.d"));
+        for bad in ["", ".", "..", "../groups", "a/b", "a?x=1", "a&b", "a b", "ä", "a%2f"] {
+            let error = plain("device id", bad).expect_err(bad);
+            assert_eq!(error.exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_kinds_are_the_ones_devices_send() {
+        // The list clap accepts must parse as the shared ErrorKind, so no valid kind is refused.
+        for kind in error_kinds() {
+            let parsed: ErrorKind = serde_json::from_value(serde_json::json!(kind)).expect(kind);
+            assert_eq!(parsed.as_str(), kind);
+        }
+    }
+
+    #[test]
+    fn a_tls_failure_is_found_inside_the_io_error_ureq_wraps_it_in() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, tls.clone());
+        assert_eq!(rustls_error(&wrapped), Some(&tls));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(rustls_error(&refused), None);
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_do() {
+        let ca = std::path::Path::new("/etc/other-ca.crt");
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let text = tls_failure("https://cloud:8443", ca, &unknown);
+        assert!(text.contains("not signed by the CA in /etc/other-ca.crt") && text.contains("--cloud-ca"), "{text}");
+        let name = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        assert!(tls_failure("https://cloud:8443", ca, &name).contains("--dns/--ip"));
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        assert!(tls_failure("https://cloud:8443", ca, &expired).contains("expired"));
+    }
 }
