@@ -7,12 +7,15 @@
 #   real mosquitto with TLS, client certificates and per-device ACLs, and a real PostgreSQL
 #   server from Debian's package; replayed and expired nonces, a tampered event log, an
 #   unreleased measurement, evidence signed by another key, another device's MQTT topics, revoked
-#   and expired certificates and a certificate after a failed attestation must all be refused.
+#   and expired certificates and a certificate after a failed attestation must all be refused;
+# - the operator's `sphere device|group|errors` commands, the real `sphere` binary against a
+#   running sphere-cloud and mosquitto (tests/cloud-cli-test.sh).
 #
 # Takes about a minute once built (the expired-nonce and expired-certificate cases wait out
-# deliberately short lifetimes).
+# deliberately short lifetimes; the CLI part about 10 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-host-deps.sh cloud
 cargo build --locked -p sphere-cloud
 cargo test --locked -p sphere-attestation -p sphere-cloud -- --include-ignored --nocapture 2>&1
+tests/cloud-cli-test.sh
