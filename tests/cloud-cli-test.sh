@@ -7,9 +7,9 @@
 # is published over MQTT with mosquitto_pub and the device's own certificate.
 #
 # Asserted: text and --json output of every read command (JSON parsed and its fields checked),
-# groups (create, assign, set and clear a release, which also reaches the device as a retained
-# MQTT message), error-report queries and filters, certificate and device revocation, and the
-# failures an operator meets: an untrusted server certificate, an unknown device, a wrong or
+# device registration by key, groups (create, assign, set and clear a release, which also
+# reaches the device as a retained MQTT message), error-report queries and filters, certificate
+# and device revocation, and the failures an operator meets: an untrusted server certificate, an unknown device, a wrong or
 # missing operator token, an unreachable cloud, a malformed id. Each must exit non-zero with a
 # message that says what is wrong.
 #
@@ -169,6 +169,24 @@ check "group set-release --none --json: release cleared" json clear-release "d['
 run clear-group --json device set-group "$dev2" --none
 check "device set-group --none --json: dev2 in no group" json clear-group "d['group'] is None"
 
+# A device registered by its identity key with `sphere device register` (a key made by `sphere
+# keys new`: Ed25519, SPKI PEM); its id is the SHA-256 of the SubjectPublicKeyInfo.
+"$sphere" keys new factory-unit --dir "$work" >/dev/null 2>&1 || fatal "sphere keys new"
+dev3=$(openssl pkey -pubin -in "$work/factory-unit.pub" -outform DER | sha256sum | cut -d' ' -f1)
+run register --json device register --public-key "$work/factory-unit.pub" --group field --description 'bench unit 7'
+check "device register --json: id = SHA-256 of the key, group and description as given, never attested" \
+  json register "d['id'] == '$dev3' and d['group'] == 'field' and d['description'] == 'bench unit 7'
+    and d['last_attestation_at'] is None and d['revoked_at'] is None"
+run register-again device register --public-key "$work/factory-unit.pub"
+check "registering the same key again: exit 1, the cloud says why" fails register-again 1 "sphere-cloud: device $dev3 is already registered"
+run register-not-a-key device register --public-key "$work/factory-unit.key"
+check "registering a private key file instead of a public key: refused (exit 1)" fails register-not-a-key 1 'not an Ed25519 or P-256 public key'
+run show-new device show "$dev3"
+check "device show (text) for the new device: 'never attested', its description" \
+  text show-new '^attestation *never attested$' '^description *bench unit 7$'
+run attest-new device attest "$dev3"
+check "device attest (text) for it: 'no attestations yet'" text attest-new '^no attestations yet$'
+
 # --- Error reports --------------------------------------------------------------------------
 app=5ec0bb11-7e57-4a11-9e55-0000000c11e0
 report="{\"kind\": \"crash\", \"app_id\": \"$app\", \"count\": 3, \"detail\": \"cli-test: exit 139 (SIGSEGV)\", \"occurred_at\": $(date +%s)}"
@@ -189,6 +207,8 @@ check "errors list --kind crash (text): kind, count, app, device and detail" \
   text errors-text "crash .* 3x app $app device ${dev1:0:12}  cli-test: exit 139 (SIGSEGV)"
 run errors-filtered --json errors list --kind firewall-violation
 check "errors list --kind firewall-violation --json: filtered out" json errors-filtered 'd == []'
+run errors-app --json errors list --app "$app" --limit 1
+check "errors list --app --limit 1 --json: the report (filter by app)" json errors-app "len(d) == 1 and d[0]['app_id'] == '$app'"
 run errors-other-device --json errors list --device "$dev2"
 check "errors list --device dev2 --json: none (filter by device)" json errors-other-device 'd == []'
 run errors-future --json errors list --since $(($(date +%s) + 3600))
@@ -219,13 +239,17 @@ run certs-revoked --json device certificate "$dev1"
 check "every certificate of the revoked device is revoked, $serial among them" \
   json certs-revoked "len(d) >= 1 and all(c['revoked_at'] is not None for c in d) and '$serial' in [c['serial'] for c in d]"
 run list-revoked --json device list
-check "device list --json: dev1 revoked, dev2 not" \
-  json list-revoked "{x['id']: x['revoked_at'] is not None for x in d} == {'$dev1': True, '$dev2': False}"
+check "device list --json: dev1 revoked, dev2 and dev3 not" \
+  json list-revoked "{x['id']: x['revoked_at'] is not None for x in d} == {'$dev1': True, '$dev2': False, '$dev3': False}"
 
 # --- What an operator gets wrong ------------------------------------------------------------
 unknown=$(printf '0%.0s' $(seq 64))
 run unknown device show "$unknown"
 check "unknown device: exit 1, 'no device … is registered'" fails unknown 1 "no device $unknown is registered"
+run unknown-attest device attest "$unknown"
+check "attestations of an unknown device: exit 1, not an empty history" fails unknown-attest 1 "no device $unknown is registered"
+run unknown-revoke device revoke "$unknown"
+check "revoking an unknown device: exit 1" fails unknown-revoke 1 "no device $unknown is registered"
 run unknown-json --json device show "$unknown"
 check "unknown device --json: a JSON error document (ok false, HTTP 404, code unknown-device)" \
   json unknown-json "d['ok'] is False and d['error']['kind'] == 'invalid'
