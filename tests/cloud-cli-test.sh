@@ -9,9 +9,9 @@
 # Asserted: text and --json output of every read command (JSON parsed and its fields checked),
 # device registration by key, groups (create, assign, set and clear a release, which also
 # reaches the device as a retained MQTT message), error-report queries and filters, certificate
-# and device revocation, and the failures an operator meets: an untrusted server certificate, an unknown device, a wrong or
-# missing operator token, an unreachable cloud, a malformed id. Each must exit non-zero with a
-# message that says what is wrong.
+# and device revocation, and the failures an operator meets: an untrusted server certificate,
+# an unknown device, a wrong or missing operator token, an unreachable cloud, a malformed id.
+# Each must exit non-zero with a message that says what is wrong.
 #
 # Called by tests/cloud-test.sh (suite `cloud`); runs alone too. Takes about 10 s once built.
 # Usage: tests/cloud-cli-test.sh [--keep]     (--keep: keep the work directory)

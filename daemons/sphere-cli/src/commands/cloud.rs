@@ -287,8 +287,8 @@ fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
         if let Some(tls) = error.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
-            && let Some(tls) = rustls_error(inner)
+        if let Some(tls) =
+            error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| rustls_error(inner))
         {
             return Some(tls);
         }
