@@ -16,7 +16,7 @@ scripts/install-host-deps.sh update >&2
 if [[ -n ${SPHERE_UPDATE_BIN:-} ]]; then
   BIN=$SPHERE_UPDATE_BIN
 else
-  cargo build --locked -q -p sphere-updated -p sphere-cli
+  cargo build --locked -q -p sphere-updated -p sphere-cli -p sphere-slots
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 fi
 SPHERE=$BIN/sphere
@@ -239,6 +239,17 @@ if dev --json status | python3 -c 'import json,sys; r=json.load(sys.stdin)["reco
   ok "boot record: slot B on trial (version 2), slot A the fallback"
 else
   bad "boot record after install: $(dev --json status)"
+fi
+# Anti-rollback floor: unchanged while B is on trial (A must stay the fallback), raised to 2
+# when the trial boot of B passes its health check and commits (the step sphere-init runs).
+min_before=$(cat "$D/min-version")
+"$BIN/sphere-slots" --bootenv "$D/bootenv" --slot-a "$D/slot-a" --slot-b "$D/slot-b" --booted b \
+  commit --min-version "$D/min-version" >"$W/out" 2>"$W/err" || true
+if [[ $min_before == 1 && $(cat "$D/min-version") == 2 ]] && grep -q "raised to 2" "$W/out" \
+  && dev --json status | python3 -c 'import json,sys; r=json.load(sys.stdin)["record"]; sys.exit(0 if r["good_slot"]=="b" and not r["upgrade_available"] else 1)'; then
+  ok "commit of slot B raised the anti-rollback minimum from 1 to 2 (not before: the trial left it at 1)"
+else
+  bad "commit: minimum $min_before -> $(cat "$D/min-version"): $(cat "$W/out" "$W/err")"
 fi
 
 # A fresh device for the resume tests (the first one has a trial pending).

@@ -83,8 +83,14 @@ enum Command {
         #[arg(long)]
         reboot: bool,
     },
-    /// Commit the running slot if it is on trial (what init's health check does).
-    Commit,
+    /// Commit the running slot if it is on trial and raise the anti-rollback minimum to its
+    /// version (what init's health check does).
+    Commit {
+        /// The anti-rollback minimum record. Default on a device: /data/sphere/min-version;
+        /// with --bootenv (a host) only when given.
+        #[arg(long)]
+        min_version: Option<PathBuf>,
+    },
     /// Put the other slot on trial for the next boot (manual rollback).
     Rollback,
     /// Write a fresh factory record: slot A committed; a slot is bootable when given a version.
@@ -347,10 +353,28 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             *wait_committed,
             *reboot,
         ),
-        Command::Commit => {
+        Command::Commit { min_version } => {
             let booted = booted(cli, &slots)?;
-            let changed = slots.commit(booted)?;
-            println!("{}", if changed { format!("committed slot {booted}") } else { "nothing to commit".into() });
+            let store = match (min_version, &cli.bootenv) {
+                (Some(path), _) => Some(path.clone()),
+                (None, None) => Some(PathBuf::from(sphere_slots::rollback::DEFAULT_MIN_VERSION_PATH)),
+                (None, Some(_)) => None,
+            };
+            let (changed, raised) = match store {
+                Some(path) => slots.commit_and_raise(booted, &mut sphere_slots::FileMinVersion::new(path))?,
+                None => (slots.commit(booted)?, None),
+            };
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"committed": changed, "slot": booted, "min_version_raised_to": raised})
+                );
+            } else {
+                println!("{}", if changed { format!("committed slot {booted}") } else { "nothing to commit".into() });
+                if let Some(version) = raised {
+                    println!("anti-rollback minimum raised to {version}");
+                }
+            }
             Ok(())
         }
         Command::Rollback => {
