@@ -480,13 +480,29 @@ fn expected_of(t: &VerifiedTarget) -> Result<ExpectedImage, UpdateError> {
 }
 
 pub fn target_url(base: &Url, name: &str, hash_prefix: Option<&str>) -> Result<Url, UpdateError> {
-    // Target names are TUF-validated (tough's TargetName refuses `..` and absolute paths).
-    let path = match (hash_prefix, name.rsplit_once('/')) {
-        (None, _) => name.to_string(),
-        (Some(hash), Some((dir, file))) => format!("{dir}/{hash}.{file}"),
-        (Some(hash), None) => format!("{hash}.{name}"),
+    // The name comes from signed metadata, but tough keeps a target's raw name, and
+    // `a/../../x`, `/etc/x` and `http://host/x` are all valid TUF target names: joined as a
+    // relative URL they would leave the targets directory or name another host. So the URL is
+    // built segment by segment (each percent-encoded, `/`, `\`, `?`, `#` and `:` included) and
+    // `.`, `..` and empty segments are refused.
+    let refuse = |why: &str| UpdateError::Config(format!("target name {name:?}: {why}"));
+    let mut segments: Vec<&str> = name.split('/').collect();
+    if segments.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
+        return Err(refuse("not a plain relative path (empty, `.` or `..` segment)"));
+    }
+    let file = segments.pop().unwrap_or_default();
+    // With consistent snapshots (python-tuf's default) the file is `DIR/SHA256.NAME`.
+    let file = match hash_prefix {
+        Some(hash) => format!("{hash}.{file}"),
+        None => file.to_string(),
     };
-    base.join(&path).map_err(|e| UpdateError::Config(format!("target {name}: {e}")))
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| refuse("the targets URL cannot take a path"))?
+        .pop_if_empty()
+        .extend(segments)
+        .push(&file);
+    Ok(url)
 }
 
 /// An error and its causes on one line (tough's errors nest the interesting part).
@@ -502,4 +518,45 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_urls_stay_in_the_targets_directory() {
+        let base = Url::parse("https://updates.example/repo/targets/").unwrap();
+        let hash = "ab".repeat(32);
+        for prefix in [None, Some(hash.as_str())] {
+            assert_eq!(
+                target_url(&base, "apps/hello.sphpkg", prefix).unwrap().as_str(),
+                match prefix {
+                    None => "https://updates.example/repo/targets/apps/hello.sphpkg".to_string(),
+                    Some(h) => format!("https://updates.example/repo/targets/apps/{h}.hello.sphpkg"),
+                }
+            );
+            // Valid TUF target names (tough keeps the raw name) that a plain URL join would
+            // resolve outside the targets directory or onto another host.
+            for name in [
+                "a/../../x",
+                "../x",
+                "/etc/passwd",
+                "//evil.example/x",
+                "http://evil.example/x",
+                "https:evil",
+                "a\\..\\..\\x",
+                "./x",
+                "a//b",
+            ] {
+                if let Ok(url) = target_url(&base, name, prefix) {
+                    assert!(url.as_str().starts_with(base.as_str()), "{name:?} -> {url}");
+                }
+            }
+            // Odd but harmless characters are encoded, not interpreted.
+            let url = target_url(&base, "os?v=1#frag 2.img", prefix).unwrap();
+            assert!(url.query().is_none() && url.fragment().is_none(), "{url}");
+            assert!(url.as_str().starts_with(base.as_str()), "{url}");
+        }
+    }
 }
