@@ -131,6 +131,25 @@ for id in $A $B $C; do
   fi
 done
 addr_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$work/$1.compartment" "$2"; }
+# Two apps set up at once (the app manager starts apps concurrently at boot): each must get
+# its own slot and keep its link; they once shared slot 0 and one deleted the other's veth.
+D=d0000000-0000-4000-8000-00000000000d
+E=e0000000-0000-4000-8000-00000000000e
+manifest "$D" app-d '"AllowedConnections": ["allowed.example.com"]' ''
+manifest "$E" app-e '"AllowedConnections": ["allowed.example.com"]' ''
+for id in $D $E; do
+  dev "$NETD" setup "$id" "$run/netns/$id" "$work/$id.json" --socket "$work/netd.sock" >"$work/$id.compartment" 2>&1 &
+done
+wait_ok=1
+for job in $(jobs -p); do [[ " ${pids[*]} " == *" $job "* ]] || wait "$job" || wait_ok=0; done
+concurrent=$(for id in $D $E; do nsenter --net="$run/netns/$id" ip -4 -o addr show dev eth0 2>/dev/null | awk '{print $4}'; done | sort -u | wc -l)
+if ((wait_ok)) && [[ $concurrent == 2 ]]; then
+  ok "two compartments set up at once get distinct slots, both links up"
+else
+  bad "concurrent setup: $(cat "$work/$D.compartment" "$work/$E.compartment")"
+fi
+dev "$NETD" teardown "$D" --socket "$work/netd.sock"; dev "$NETD" teardown "$E" --socket "$work/netd.sock"
+
 B_ADDR=$(addr_of "$B" address_v4); B_GW=$(addr_of "$B" gateway_v4); A_GW=$(addr_of "$A" gateway_v4)
 
 dev nft list table inet hostfw >/dev/null 2>&1 && ok "the host's own table is untouched" || bad "the host's table inet hostfw is gone"

@@ -14,8 +14,24 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Firewall> {
     shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// One compartment change at a time. A slot is only taken when the app is recorded at the end
+/// of a setup, and a setup first deletes its slot's old veth: two apps started together (the
+/// app manager starts them concurrently at boot) were both given slot 0, and one's setup
+/// deleted the other's link. The QEMU suite caught it; setups are rare, so a queue costs nothing.
+static COMPARTMENT_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Set up (or refresh) one app's compartment.
 pub async fn setup_app(
+    shared: &Shared,
+    component_id: &str,
+    netns: &Path,
+    manifest_path: &Path,
+) -> Result<Compartment, String> {
+    let _queue = COMPARTMENT_CHANGES.lock().await;
+    setup_app_queued(shared, component_id, netns, manifest_path).await
+}
+
+async fn setup_app_queued(
     shared: &Shared,
     component_id: &str,
     netns: &Path,
@@ -95,6 +111,7 @@ fn write_resolv_conf(runtime_dir: &Path, component_id: &str, gw4: IpAddr, gw6: I
 }
 
 pub async fn teardown_app(shared: &Shared, component_id: &str) -> Result<(), String> {
+    let _queue = COMPARTMENT_CHANGES.lock().await;
     let app = {
         let mut fw = lock(shared);
         let Some(app) = fw.apps.remove(component_id) else { return Ok(()) };
