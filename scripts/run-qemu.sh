@@ -15,6 +15,9 @@
 #                      milestones go to FILE.milestones.json
 #   --hostfwd SPEC     add hostfwd=SPEC to the user network (repeatable), e.g. tcp:127.0.0.1:2222-:22
 #   --guestfwd SPEC    add guestfwd=SPEC (repeatable), e.g. tcp:10.0.2.100:8883-tcp:127.0.0.1:8883
+#   --tap IFNAME       put the guest's eth0 on the existing tap device IFNAME instead of QEMU's
+#                      user network (tests/netd-qemu-test.sh: a tap inside a network namespace of
+#                      test hosts, so the guest's packets never reach the machine's uplink)
 #   --data FILE        data disk to attach (default IMAGE_DIR/data.ext4)
 #   --disk FILE        boot the A/B disk FILE instead of the root image and data disk: one GPT
 #                      disk with bootenv, rootfs_a, rootfs_b and data partitions (made by
@@ -85,6 +88,7 @@ while (($#)); do
     --appd-socket) appd_socket=${2:?}; shift ;;
     --hostfwd) netdev+=",hostfwd=${2:?}"; shift ;;
     --guestfwd) netdev+=",guestfwd=${2:?}"; shift ;;
+    --tap) netdev="tap,id=n0,ifname=${2:?--tap needs an interface name},script=no,downscript=no"; shift ;;
     --data) data_disk=${2:?}; shift ;;
     --disk) ab_disk=${2:?}; shift ;;
     --quiet) quiet=1 ;;

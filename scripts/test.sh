@@ -3,7 +3,7 @@
 # missing host packages can be installed; scripts/install-host-deps.sh says which).
 #
 # Usage: scripts/test.sh [--skip-boot] [--only SUITE]... [--list]
-#   --skip-boot   do not run the QEMU suites (boot, update-qemu, escape-qemu, device-cli, m4, intercore-qemu, attest-qemu); they are then
+#   --skip-boot   do not run the QEMU suites (boot, update-qemu, escape-qemu, netd-qemu, device-cli, m4, intercore-qemu, attest-qemu); they are then
 #                 reported as skipped, never silently
 #   --only SUITE  run only the named suites (repeatable); --list shows them
 #
@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape netd update cloud attestd kernel-config yocto-layer boot escape-qemu device-cli m4 intercore-qemu attest-qemu update-qemu)
+SUITES=(rust-format rust-lint rust-tests cross-build fuzz-smoke escape netd update cloud attestd kernel-config yocto-layer boot escape-qemu netd-qemu device-cli m4 intercore-qemu attest-qemu update-qemu)
 declare -A DESCRIPTION=(
   [rust-format]="cargo fmt --check over the workspace"
   [rust-lint]="cargo clippy -D warnings over every target"
@@ -24,6 +24,7 @@ declare -A DESCRIPTION=(
   [boot]="build the A7 image and boot it under QEMU (tests/boot-test.sh)"
   [update-qemu]="A/B updates under QEMU: N->N+1 commits, failed health check and hung boot roll back, 30 power cuts during installs (tests/update-qemu-test.sh)"
   [escape-qemu]="the escape suite inside the QEMU image, apps started by sphere-appd"
+  [netd-qemu]="the firewall's bypass suite inside the QEMU image: a hostile app against the device's sphere-netd (tests/netd-qemu-test.sh)"
   [device-cli]="sphere app install/list/logs/stop/remove against a QEMU guest in development mode"
   [cloud]="sphere-cloud against real mosquitto (TLS, client certs, ACLs) and PostgreSQL: attestation attacks refused; the sphere device/group/errors CLI against it (tests/cloud-test.sh)"
   [attestd]="sphere-attestd on the host against a real swtpm: TPM commands, PCR-extend semantics, quotes, evidence, outbox (tests/attestd-test.sh)"
@@ -73,6 +74,7 @@ run_suite() {
     boot) tests/boot-test.sh ;;
     update-qemu) tests/update-qemu-test.sh ;;
     escape-qemu) tests/escape-suite-qemu.sh ;;
+    netd-qemu) tests/netd-qemu-test.sh ;;
     device-cli) tests/device-cli-test.sh ;;
     m4) tests/m4-test.sh ;;
     intercore-qemu) tests/intercore-qemu-test.sh ;;
@@ -101,7 +103,7 @@ export CARGO_INCREMENTAL=0
 passed=0 failed=0 skipped=0
 failed_names=()
 for suite in "${selected[@]}"; do
-  if [[ $suite =~ ^(boot|update-qemu|escape-qemu|device-cli|m4|intercore-qemu|attest-qemu)$ && $skip_boot == 1 ]]; then
+  if [[ $suite =~ ^(boot|update-qemu|escape-qemu|netd-qemu|device-cli|m4|intercore-qemu|attest-qemu)$ && $skip_boot == 1 ]]; then
     echo "== $suite: SKIPPED (--skip-boot given)"
     skipped=$((skipped + 1))
     continue

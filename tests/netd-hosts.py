@@ -128,7 +128,8 @@ def serve(logpath, zone_dir):
             u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         u.bind((any_addr, 9))
         threads.append(threading.Thread(target=serve_udp, args=(u, logpath), daemon=True))
-    for addr, rogue in (("198.51.100.53", False), ("198.51.100.54", True)):
+    extra = [a for a in os.environ.get("NETD_HOSTS_UPSTREAM", "").split(",") if a]
+    for addr, rogue in [("198.51.100.53", False), ("198.51.100.54", True)] + [(a, False) for a in extra]:
         try:
             d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             d.bind((addr, 53))

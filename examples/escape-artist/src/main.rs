@@ -16,7 +16,10 @@
 //! The app is single-threaded on purpose (fork is then safe). Modes (first argument):
 //! `attack [--victim-pid N] [--victim-storage PATH] [--host-port P] [--host-abstract NAME]
 //! [--quota-kb N] [--allowed-port P]`, `victim [--secret S] [--device PATH]`, `first-byte`
-//! (benchmark: write one byte, exit), `first-byte-wait` (then wait to be stopped), `die-by-seccomp` (telemetry check).
+//! (benchmark: write one byte, exit), `first-byte-wait` (then wait to be stopped), `die-by-seccomp` (telemetry check),
+//! `net-attack` and `net-peer` (the network firewall's escapes, see `net`).
+
+mod net;
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -52,8 +55,10 @@ fn main() {
             std::process::exit(3);
         }
         Some("attack") => std::process::exit(attack(&Options::parse(&args[2..]))),
+        Some("net-attack") => std::process::exit(net::attack()),
+        Some("net-peer") => std::process::exit(net::peer()),
         _ => {
-            eprintln!("usage: escape-artist attack|victim|first-byte|die-by-seccomp [options]");
+            eprintln!("usage: escape-artist attack|victim|net-attack|net-peer|first-byte|die-by-seccomp [options]");
             std::process::exit(2);
         }
     }
