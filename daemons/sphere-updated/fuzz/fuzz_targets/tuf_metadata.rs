@@ -52,7 +52,18 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("sphere-updated-fuzz-{}", std::process::id()));
+        // libFuzzer ends the process with exit(): no destructor removes the scratch
+        // directory, so each run removes those of earlier runs that are gone.
+        let prefix = "sphere-updated-fuzz-";
+        for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(prefix) {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
         std::fs::create_dir_all(dir.join("metadata")).expect("scratch directory");
         std::fs::create_dir_all(dir.join("targets")).expect("scratch directory");
         let metadata_url = url::Url::from_directory_path(dir.join("metadata")).expect("absolute path");
