@@ -5,7 +5,8 @@
 # `openssl speed -evp sha256` on the same machine.
 #
 # sphere-updated's run is the whole device path: TUF refresh (timestamp, snapshot, targets,
-# signatures) over HTTPS from a local static server, the 64 MiB download streamed into the
+# signatures) over HTTPS from a local static server (nginx, and the Python test server
+# tests/update-server.py for comparison), the 64 MiB download streamed into the
 # slot while hashing, verification, the boot record updated. RAUC's run is `rauc install` of
 # a signed bundle already on local disk (signature check, bundle mount, copy + hash). Page
 # cache warm for both (the first round is a discarded warm-up). A third contender installs
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-7}
-scripts/install-host-deps.sh update >&2
+scripts/install-host-deps.sh update update-bench >&2
 # The measured binary is the release build; `sphere` only prepares the repository (debug is fine).
 # SPHERE_BENCH_RELEASE_DIR / SPHERE_BENCH_DEBUG_DIR: use binaries built already.
 if [[ -z ${SPHERE_BENCH_RELEASE_DIR:-} ]]; then
@@ -27,8 +28,10 @@ BIN=${SPHERE_BENCH_RELEASE_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/release}
 SPHERE=${SPHERE_BENCH_DEBUG_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}/sphere
 W=$(mktemp -d /tmp/bench-update.XXXXXX)
 SERVER_PID=
+NGINX_PID=
 cleanup() {
   [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null || true
+  [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -87,6 +90,37 @@ python3 tests/update-server.py "$W/repo" --cert "$W/server.pem" --key "$W/server
 SERVER_PID=$!
 for _ in $(seq 50); do [[ -s $W/port ]] && break; sleep 0.1; done
 PORT=$(cat "$W/port")
+# The same repository from nginx (TLS, sendfile): what a real update server or CDN edge is.
+# The Python test server spends most of an HTTPS round encrypting in Python on the same two
+# cores, so it measures itself more than the device.
+NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$W/nginx/tmp"
+cat >"$W/nginx/nginx.conf" <<CONF
+# The work directory is private (0700): the worker reads it as the user running the benchmark.
+user $(id -un);
+worker_processes 1;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path $W/nginx/tmp/body;
+  proxy_temp_path $W/nginx/tmp/proxy;
+  fastcgi_temp_path $W/nginx/tmp/fastcgi;
+  uwsgi_temp_path $W/nginx/tmp/uwsgi;
+  scgi_temp_path $W/nginx/tmp/scgi;
+  sendfile on;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $W/server.pem;
+    ssl_certificate_key $W/server.key;
+    root $W/repo;
+  }
+}
+CONF
+nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" -g 'daemon off;' 2>"$W/nginx/start.log" &
+NGINX_PID=$!
 D=$W/device
 mkdir -p "$D"
 truncate -s $((64 << 20)) "$D/slot-a" "$D/slot-b"
@@ -112,6 +146,7 @@ c["metadata_url"] = "file://" + sys.argv[3] + "/metadata/"
 c["targets_url"] = "file://" + sys.argv[3] + "/targets/"
 json.dump(c, open(sys.argv[2], "w"))
 PY
+sed "s#https://127.0.0.1:$PORT/#https://127.0.0.1:$NGINX_PORT/#" "$D/config.json" >"$D/config-nginx.json"
 
 now() { date +%s.%N; }
 sphere_round() { # CONFIG
@@ -119,7 +154,10 @@ sphere_round() { # CONFIG
   "$BIN/sphere-updated" --config "$1" init-record >/dev/null
   local t0 t1
   t0=$(now)
-  "$BIN/sphere-updated" --config "$1" install --release r2 >/dev/null 2>&1
+  if ! "$BIN/sphere-updated" --config "$1" install --release r2 >"$W/install.log" 2>&1; then
+    echo "bench-update: install with $(basename "$1") failed: $(tail -5 "$W/install.log")" >&2
+    return 1
+  fi
   t1=$(now)
   cmp -s "$D/slot-b" "$IMAGE" || { echo "bench-update: sphere-updated wrote a wrong slot" >&2; exit 1; }
   echo "$t1 - $t0" | bc
@@ -145,13 +183,16 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 echo "bench-update: 64 MiB image, $ROUNDS rounds each (alternating; first round of each discarded as warm-up)"
 sphere_round "$D/config.json" >/dev/null
 sphere_round "$D/config-local.json" >/dev/null
+sphere_round "$D/config-nginx.json" >/dev/null || { echo "bench-update: nginx: $(cat "$W/nginx/start.log" "$W/nginx/error.log" 2>/dev/null)" >&2; exit 1; }
 rauc_round >/dev/null
 : >"$W/sphere.times"
 : >"$W/local.times"
 : >"$W/rauc.times"
+: >"$W/nginx.times"
 for _ in $(seq "$ROUNDS"); do
   sphere_round "$D/config.json" >>"$W/sphere.times"
   sphere_round "$D/config-local.json" >>"$W/local.times"
+  sphere_round "$D/config-nginx.json" >>"$W/nginx.times"
   r=$(rauc_round)
   [[ $r == FAIL* ]] && { echo "bench-update: rauc install failed" >&2; exit 1; }
   echo "$r" >>"$W/rauc.times"
@@ -160,10 +201,13 @@ cmp -s "$W/rauc/slot-b" "$IMAGE" || { echo "bench-update: RAUC did not write slo
 s_med=$(median <"$W/sphere.times")
 l_med=$(median <"$W/local.times")
 r_med=$(median <"$W/rauc.times")
-printf 'sphere-updated install, HTTPS (TUF + download + hash-while-writing): median %.3f s  (%s)\n' "$s_med" "$(tr '\n' ' ' <"$W/sphere.times")"
+n_med=$(median <"$W/nginx.times")
+printf 'sphere-updated install, HTTPS from nginx (TUF + download + hash):     median %.3f s  (%s)\n' "$n_med" "$(tr '\n' ' ' <"$W/nginx.times")"
+printf 'sphere-updated install, HTTPS from the Python test server:           median %.3f s  (%s)\n' "$s_med" "$(tr '\n' ' ' <"$W/sphere.times")"
 printf 'sphere-updated install, local file:// repository:                     median %.3f s  (%s)\n' "$l_med" "$(tr '\n' ' ' <"$W/local.times")"
 printf 'rauc install (local bundle, noop bootloader):                         median %.3f s  (%s)\n' "$r_med" "$(tr '\n' ' ' <"$W/rauc.times")"
-printf 'ratio sphere-updated / rauc: local %.2fx, HTTPS %.2fx (goal <= 1.0x)\n' "$(echo "$l_med / $r_med" | bc -l)" "$(echo "$s_med / $r_med" | bc -l)"
+printf 'ratio sphere-updated / rauc: local %.2fx, HTTPS (nginx) %.2fx, HTTPS (Python server) %.2fx (goal <= 1.0x)\n' \
+  "$(echo "$l_med / $r_med" | bc -l)" "$(echo "$n_med / $r_med" | bc -l)" "$(echo "$s_med / $r_med" | bc -l)"
 
 ours=$("$BIN/sphere-updated" bench-hash --mib 512)
 # Both figures divide by CPU time (openssl speed's default; bench-hash uses the thread's CPU

@@ -11,6 +11,7 @@
 #   attest the device attestation tests: swtpm (a real TPM 2.0 for the host tests and QEMU) and mosquitto
 #   update the update attack/interop tests (openssl test CA, python3-cryptography, venv for python-tuf)
 #          and scripts/bench-update.sh (RAUC to compare against)
+#   update-bench  nginx for scripts/bench-update.sh (the repository served as a real server would)
 set -euo pipefail
 
 RUST_MSRV_DEB=1.85.0+dfsg3-1~deb12u3
@@ -34,6 +35,8 @@ declare -A GROUP_PACKAGES=(
   # sphere-updated: a test CA (openssl), a key-forging attacker (python3-cryptography), python-tuf in a
   # venv for the interoperability test, RAUC (+ dbus-run-session) for the install benchmark.
   [update]="openssl python3 python3-venv python3-cryptography rauc dbus"
+  # scripts/bench-update.sh: nginx serves the repository over TLS as a real update server would.
+  [update-bench]="nginx-light"
 )
 
 groups=(base "$@")

@@ -37,6 +37,7 @@
 //! fallback slot are never opened for writing.
 
 pub mod env;
+pub mod hash;
 pub mod layout;
 pub mod rollback;
 pub mod state;

@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use crate::hash::Sha256Stream;
 
 /// What the image must be: its exact length and SHA-256 (from signed update metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub struct SlotWriter {
     file: File,
     path: PathBuf,
     expected: ExpectedImage,
-    hasher: Sha256,
+    hasher: Sha256Stream,
     written: u64,
 }
 
@@ -124,7 +124,7 @@ impl SlotWriter {
                 return Err(WriteError::SlotTooSmall { image: expected.len, slot: size });
             }
         }
-        let mut hasher = Sha256::new();
+        let mut hasher = Sha256Stream::new();
         if offset > 0 {
             let mut remaining = offset;
             let mut buf = vec![0u8; 1 << 20];
@@ -200,7 +200,7 @@ impl SlotWriter {
         }
         self.file.flush().map_err(io(&self.path))?;
         self.file.sync_all().map_err(io(&self.path))?;
-        let got: [u8; 32] = self.hasher.finalize().into();
+        let got: [u8; 32] = self.hasher.finish();
         if got != self.expected.sha256 {
             return Err(WriteError::HashMismatch {
                 got: hex::encode(got),
@@ -214,6 +214,7 @@ impl SlotWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn image(len: usize) -> (Vec<u8>, ExpectedImage) {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
