@@ -39,11 +39,11 @@ impl Output {
     pub fn print(&self, data: &impl Serialize, text: impl FnOnce() -> String) {
         if self.json {
             match serde_json::to_string_pretty(data) {
-                Ok(document) => println!("{document}"),
+                Ok(document) => stdout_line(&document),
                 Err(error) => eprintln!("sphere: cannot encode JSON output: {error}"),
             }
         } else {
-            println!("{}", text());
+            stdout_line(&text());
         }
     }
 
@@ -60,7 +60,22 @@ impl Output {
         eprintln!("sphere: error: {message}");
         if self.json {
             let document = json!({ "ok": false, "error": { "kind": kind, "message": message, "details": details } });
-            println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+            stdout_line(&serde_json::to_string_pretty(&document).unwrap_or_default());
         }
+    }
+}
+
+/// One line on stdout. `println!` panics when the reader has gone (`sphere app logs ID | grep -q
+/// ...` closes the pipe at the first match); like other Unix tools, a vanished reader ends the
+/// command quietly instead: nobody is left to read the rest.
+fn stdout_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("sphere: cannot write output: {error}");
+        std::process::exit(2);
     }
 }

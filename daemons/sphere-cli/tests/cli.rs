@@ -207,3 +207,24 @@ fn fleet_commands_refuse_unsafe_input_with_exit_2() {
         assert!(stderr(&output).contains(message), "{args:?}: {}", stderr(&output));
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    // `sphere ... | grep -q X` closes the pipe at the first match: no panic, no error, exit 0.
+    // A socket pair with the reading end closed: writes fail with EPIPE, as on a closed pipe.
+    let (writer, reader) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    drop(reader);
+    let writer = std::os::fd::OwnedFd::from(writer);
+    let mut args = vec!["--json".to_owned(), "manifest".into(), "check".into()];
+    args.push(repo().join("examples/hello-sphere/app/app_manifest.json").display().to_string());
+    args.extend(hardware_args());
+    let output = Command::new(env!("CARGO_BIN_EXE_sphere"))
+        .args(&args)
+        .current_dir(repo())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run sphere");
+    assert!(output.status.success(), "exit {:?}: {}", output.status, stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}
