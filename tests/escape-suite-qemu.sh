@@ -14,6 +14,8 @@
 # the suite, starts the victim); the host suite makes them. Last line: "escape-qemu: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tests/private-image.sh
+source tests/private-image.sh
 
 MIN_ATTEMPTS=40
 timeout=240
@@ -32,7 +34,6 @@ done
 finish() { echo "escape-qemu: $1 passed, $2 failed"; exit $(( $2 > 0 ? 1 : 0 )); }
 [[ $(id -u) -eq 0 ]] || { echo "escape-suite-qemu: must run as root" >&2; finish 0 1; }
 
-shared=${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}
 private=$(mktemp -d /tmp/escape-qemu.XXXXXX)
 mnt=$private/mnt
 cleanup() {
@@ -41,18 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -z $kernel_dir && -f $shared/image/zImage && -f $shared/image/kernel.config ]]; then
-  kernel_dir=$private/kernel
-  mkdir -p "$kernel_dir"
-  cp "$shared/image/zImage" "$kernel_dir/zImage"
-  cp "$shared/image/kernel.config" "$kernel_dir/config"
-  cp "$shared/image/kernelrelease" "$kernel_dir/kernelrelease" 2>/dev/null
-fi
-kernel_args=()
-[[ -n $kernel_dir ]] && kernel_args=(--kernel-dir "$kernel_dir")
-
 echo "== build the image (private cache $private/cache)"
-image=$(OPENSPHERE_CACHE=$private/cache scripts/build-image.sh "${kernel_args[@]}" --fresh-data | tail -n 1) || finish 0 1
+image=$(build_private_image "$private" "$kernel_dir") || finish 0 1
 keys=$private/cache/keys
 [[ -f $keys/dev-signing.key.pem ]] || { echo "escape-suite-qemu: no development key in $keys" >&2; finish 0 1; }
 

@@ -19,6 +19,8 @@
 # Last lines: "N bypass attempts, M got through" and "netd-qemu: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tests/private-image.sh
+source tests/private-image.sh
 
 MIN_ATTEMPTS=14
 timeout=420
@@ -48,7 +50,6 @@ scripts/install-host-deps.sh netd image cross >&2 || { bad "host packages"; fini
 
 NS=osq-net
 TAP=osq0
-shared=${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}
 private=$(mktemp -d /tmp/netd-qemu.XXXXXX)
 mnt=$private/mnt
 qemu_pid=
@@ -65,19 +66,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -z $kernel_dir && -f $shared/image/zImage && -f $shared/image/kernel.config ]]; then
-  kernel_dir=$private/kernel
-  mkdir -p "$kernel_dir"
-  cp "$shared/image/zImage" "$kernel_dir/zImage"
-  cp "$shared/image/kernel.config" "$kernel_dir/config"
-  cp "$shared/image/kernelrelease" "$kernel_dir/kernelrelease" 2>/dev/null
-fi
-kernel_args=()
-[[ -n $kernel_dir ]] && kernel_args=(--kernel-dir "$kernel_dir")
-
 echo "== build the image (private cache $private/cache)"
-image=$(OPENSPHERE_CACHE=$private/cache scripts/build-image.sh "${kernel_args[@]}" --fresh-data | tail -n 1) \
-  || { bad "image builds"; finish; }
+image=$(build_private_image "$private" "$kernel_dir") || { bad "image builds"; finish; }
 keys=$private/cache/keys
 grep -q '"only_if_cmdline": "sphere.netd"' images/qemu-a7/init.json || { bad "init.json no longer starts netd on sphere.netd"; finish; }
 
