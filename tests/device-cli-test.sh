@@ -77,9 +77,11 @@ status=$?
 cat "$work/install.err" >&2
 check "install from the host: exit 0" test "$status" -eq 0
 check "installed app is running" grep -q '"state": "running"' "$work/install.json"
-for _ in $(seq 60); do dev app logs "$id" | grep -q 'heartbeat 2' && break; sleep 1; done
-check "logs show the app's heartbeats" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app logs $id | grep -q 'heartbeat 2'"
-check "the granted GPIO chip opened inside the sandbox" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app logs $id | grep -q 'access /dev/gpiochip0: open'"
+# --lines 200 (appd keeps 200): the app's first lines leave the default 50-line window after ~45
+# heartbeats, and on a loaded CI machine these calls can come that late (a flake seen in CI).
+for _ in $(seq 60); do dev app logs "$id" --lines 200 | grep -q 'heartbeat 2' && break; sleep 1; done
+check "logs show the app's heartbeats" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app logs $id --lines 200 | grep -q 'heartbeat 2'"
+check "the granted GPIO chip opened inside the sandbox" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app logs $id --lines 200 | grep -q 'access /dev/gpiochip0: open'"
 dev app install "$work/tampered.sphpkg" >/dev/null 2>"$work/tampered.err"
 check "a tampered package is refused with exit 1" test $? -eq 1
 check "the refusal names the tampered file" grep -q 'bin/app' "$work/tampered.err"
