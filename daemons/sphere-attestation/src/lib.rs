@@ -35,6 +35,7 @@ pub mod eat;
 pub mod eventlog;
 pub mod keys;
 pub mod quote;
+pub mod reference;
 
 pub use eat::{AppVersion, EvidenceClaims, PolicyHashes, TpmQuote, VerifiedEvidence};
 pub use eventlog::{Digest, EventLog, EventLogEntry, Stage};

@@ -1,11 +1,12 @@
 //! Reference values: what a healthy device is allowed to have measured.
 //!
 //! **Seam.** The source of truth is the signed release metadata of the update system
-//! (TUF targets metadata built in `sphere-update-format`). That crate is not in the tree yet,
-//! so sphere-cloud loads the same information from an operator file signed with an Ed25519
-//! key (`sphere keys new` makes one): `reference-values.json` plus a detached signature
-//! `reference-values.json.sig` (base64 of the 64-byte Ed25519 signature over the file's exact
-//! bytes). A TUF loader only has to produce a [`ReferenceValues`]; the verifier reads nothing
+//! (TUF targets metadata built in `sphere-update-format`). Releases can carry this file as a
+//! `reference-values` target (`sphere update repo add-target --kind reference-values`), but
+//! sphere-cloud does not read TUF yet: it loads the same information from an operator file
+//! signed with an Ed25519 key (`sphere keys new` makes one): `reference-values.json` plus a
+//! detached signature `reference-values.json.sig` (base64 of the 64-byte Ed25519 signature
+//! over the file's exact bytes). A TUF loader only has to produce a [`ReferenceValues`]; the verifier reads nothing
 //! else. The file is re-read on `SIGHUP` and refused (keeping the old values) if its signature
 //! does not verify.
 //!
@@ -26,40 +27,12 @@
 
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::DecodePublicKey;
-use serde::{Deserialize, Serialize};
 use sphere_attestation::{Digest, Stage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-pub const SCHEMA: &str = "opensphere-reference-values-v1";
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReferenceFile {
-    pub schema: String,
-    #[serde(default)]
-    pub os_versions: Vec<String>,
-    #[serde(default)]
-    pub measurements: Vec<ReferenceMeasurement>,
-    #[serde(default)]
-    pub policies: Vec<ReferencePolicy>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReferenceMeasurement {
-    pub stage: Stage,
-    pub component: String,
-    pub digests: Vec<Digest>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReferencePolicy {
-    pub app_id: String,
-    pub sandbox: Vec<Digest>,
-    pub firewall: Vec<Digest>,
-}
+// The file format is shared with `sphere update repo add-target --kind reference-values`.
+pub use sphere_attestation::reference::{ReferenceFile, ReferenceMeasurement, ReferencePolicy, SCHEMA};
 
 /// The verifier's view: lookup sets.
 #[derive(Clone, Debug, Default)]
@@ -75,9 +48,7 @@ pub struct ReferenceValues {
 
 impl ReferenceValues {
     pub fn from_file_contents(file: ReferenceFile, source: String) -> Result<Self, String> {
-        if file.schema != SCHEMA {
-            return Err(format!("schema must be {SCHEMA:?}, found {:?}", file.schema));
-        }
+        file.check_schema()?;
         let mut values =
             ReferenceValues { os_versions: file.os_versions.into_iter().collect(), source, ..Default::default() };
         for m in file.measurements {
