@@ -68,6 +68,11 @@ head -c $((6 << 20)) /dev/urandom >"$W/os-2.img"
 head -c $((64 << 10)) /dev/urandom >"$W/m4-2.bin"
 add "$W/os-2.img" --kind os-image --version 2 --hardware qemu-a7 --release r2
 add "$W/m4-2.bin" --kind m4-firmware --version 2 --hardware qemu-a7 --release r2
+# Attestation reference values ride in the release for sphere-cloud; the device must ignore
+# them (r2's copy, and r9, a newer "release" that has nothing but reference values).
+printf '{"schema":"opensphere-reference-values-v1","measurements":[{"stage":"init","component":"sphere-init","digests":["%064d"]}]}\n' 0 >"$W/rv.json"
+add "$W/rv.json" --name r2/reference-values.json --kind reference-values --version 2 --hardware '*' --release r2
+add "$W/rv.json" --name r9/reference-values.json --kind reference-values --version 9 --hardware '*' --release r9
 publish
 
 # --- the device -----------------------------------------------------------------------------
@@ -127,6 +132,30 @@ echo "== update attack suite (repository https://127.0.0.1:$PORT/)"
 # The device has seen the current metadata once (TUF remembers versions from here on).
 dev check >/dev/null
 cp -a "$WEB" "$W/web-v1"
+
+# 0. Reference values: a malformed file is refused before it is signed (misspelt field), and
+#    the device never offers them as an update.
+echo '{"schema":"opensphere-reference-values-v1","measurments":[]}' >"$W/rv-bad.json"
+if "$SPHERE" update repo add-target "$R" "$W/rv-bad.json" --kind reference-values --version 3 --hardware '*' \
+  --release r3 --keys "$K" >/dev/null 2>"$W/err"; then
+  bad "malformed reference values: add-target succeeded"
+elif ! grep -q "not a reference-values file.*measurments" "$W/err" || [[ -e $R/targets/rv-bad.json ]]; then
+  bad "malformed reference values: refused, but not clearly or the file was copied: $(tail -1 "$W/err")"
+else
+  ok "malformed reference values: add-target refused ($(tail -1 "$W/err" | cut -c1-90)...)"
+fi
+if dev --json check | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+kinds = {t["info"]["kind"] for r in d["releases"] for t in r["targets"]}
+assert d["available"]["name"] == "r2", d["available"]["name"]
+assert "reference-values" not in kinds and "r9" not in [r["name"] for r in d["releases"]], d["releases"]
+'; then
+  ok "reference-values targets are not part of any release the device sees (available: r2)"
+else
+  bad "the device saw a reference-values target as installable"
+fi
+attack "installing a release that only carries reference values" "no such release|r9" -- --release r9
 
 # 1. Rollback: after the repository moved on, an attacker replays the older metadata.
 "$SPHERE" update repo sign "$R" --keys "$K" >/dev/null

@@ -9,7 +9,7 @@
 //!
 //! ```json
 //! "custom": { "opensphere": {
-//!     "kind": "os-image",            // os-image | app-package | m4-firmware
+//!     "kind": "os-image",            // os-image | app-package | m4-firmware | reference-values
 //!     "version": 7,                  // monotonic integer: ordering and anti-rollback
 //!     "version_name": "2026.11.1",   // for people
 //!     "hardware": ["qemu-a7"],       // board ids this target may be installed on
@@ -36,6 +36,10 @@ pub enum Kind {
     AppPackage,
     /// Firmware for the real-time M4 core.
     M4Firmware,
+    /// The release's attestation reference values (sphere-attestation's reference-values
+    /// JSON), read by the cloud's verifier. Never installed: [`releases_for`] drops it, so a
+    /// device does not see it as part of a release.
+    ReferenceValues,
 }
 
 impl Kind {
@@ -44,6 +48,7 @@ impl Kind {
             Kind::OsImage => "os-image",
             Kind::AppPackage => "app-package",
             Kind::M4Firmware => "m4-firmware",
+            Kind::ReferenceValues => "reference-values",
         }
     }
 
@@ -52,8 +57,16 @@ impl Kind {
             "os-image" => Some(Kind::OsImage),
             "app-package" => Some(Kind::AppPackage),
             "m4-firmware" => Some(Kind::M4Firmware),
+            "reference-values" => Some(Kind::ReferenceValues),
             _ => None,
         }
+    }
+}
+
+impl Kind {
+    /// Whether a device installs targets of this kind (reference values are for the cloud).
+    pub fn installable(self) -> bool {
+        !matches!(self, Kind::ReferenceValues)
     }
 }
 
@@ -175,11 +188,12 @@ impl Release {
     }
 }
 
-/// Groups targets into releases, keeping only those that fit `hardware`, newest first.
-/// Targets for other boards are not an error (one repository serves many boards).
+/// Groups targets into releases, keeping only installable ones that fit `hardware`, newest
+/// first. Targets for other boards are not an error (one repository serves many boards), and
+/// reference values are the cloud's, never the device's.
 pub fn releases_for(targets: Vec<VerifiedTarget>, hardware: &str) -> Vec<Release> {
     let mut releases: Vec<Release> = Vec::new();
-    for target in targets.into_iter().filter(|t| t.info.fits(hardware)) {
+    for target in targets.into_iter().filter(|t| t.info.kind.installable() && t.info.fits(hardware)) {
         match releases.iter_mut().find(|r| r.name == target.info.release) {
             Some(release) => release.targets.push(target),
             None => releases.push(Release { name: target.info.release.clone(), targets: vec![target] }),
@@ -260,5 +274,19 @@ mod tests {
         assert_eq!(releases.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["r2", "r1"]);
         assert_eq!(releases[0].targets.len(), 2);
         assert!(releases[0].target(Kind::M4Firmware).is_some());
+
+        // Reference values are the cloud's: never part of a device's release, even when newest.
+        let releases = releases_for(
+            vec![
+                t("os-2", Kind::OsImage, 2, "qemu-a7", "r2"),
+                t("rv-2", Kind::ReferenceValues, 2, "qemu-a7", "r2"),
+                t("rv-9", Kind::ReferenceValues, 9, "*", "r9"),
+            ],
+            "qemu-a7",
+        );
+        assert_eq!(releases.len(), 1);
+        assert_eq!(releases[0].targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["os-2"]);
+        assert_eq!(Kind::parse("reference-values"), Some(Kind::ReferenceValues));
+        assert!(!Kind::ReferenceValues.installable() && Kind::OsImage.installable());
     }
 }

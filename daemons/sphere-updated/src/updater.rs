@@ -79,7 +79,7 @@ pub struct CheckResult {
     pub available: Option<Release>,
     /// Every release for this board, newest first.
     pub releases: Vec<Release>,
-    /// Targets skipped (other boards, or without OpenSphere metadata).
+    /// Targets skipped (other boards, cloud-only reference values, or without OpenSphere metadata).
     pub skipped: usize,
 }
 
@@ -209,6 +209,8 @@ impl Updater {
                 Kind::OsImage => t.info.version > os_version,
                 Kind::M4Firmware => t.info.version > m4,
                 Kind::AppPackage => installed.apps.get(&t.info.component_id).is_none_or(|v| t.info.version > *v),
+                // Cloud-only; releases_for already dropped it.
+                Kind::ReferenceValues => false,
             })
         };
         let available = releases.iter().find(|r| newer(r)).cloned();
@@ -232,10 +234,12 @@ impl Updater {
         let repo = self.load_repository().await?;
         let (targets, _) = Self::targets(&repo);
         // The named release's targets, before board filtering, so a release for another
-        // board is an explicit error rather than "nothing to do".
+        // board is an explicit error rather than "nothing to do". Reference values are the
+        // cloud's: never downloaded or installed (a release of only those is "no such release").
         let release = match release {
             Some(name) => {
-                let targets: Vec<_> = targets.into_iter().filter(|t| t.info.release == name).collect();
+                let targets: Vec<_> =
+                    targets.into_iter().filter(|t| t.info.release == name && t.info.kind.installable()).collect();
                 if targets.is_empty() {
                     return Err(UpdateError::NoSuchRelease(name.to_string()));
                 }
@@ -403,7 +407,8 @@ impl Updater {
                         });
                     }
                 }
-                Kind::AppPackage => {}
+                // Cloud-only (never installed): releases_for drops it; nothing to check.
+                Kind::AppPackage | Kind::ReferenceValues => {}
             }
         }
         if release.targets.iter().filter(|t| t.info.kind == Kind::OsImage).count() > 1

@@ -89,13 +89,17 @@ pub enum RepoCommand {
     /// Add a file as a target with its OpenSphere metadata, and re-sign.
     #[command(
         after_help = "Example:\n  sphere update repo add-target repo rootfs-8.img --keys keys --kind os-image \\\n    \
-        --version 8 --hardware qemu-a7 --release 2026.12.0"
+        --version 8 --hardware qemu-a7 --release 2026.12.0\n\n\
+        A release's attestation reference values (read by sphere-cloud, never installed by a device):\n  \
+        sphere update repo add-target repo reference-values.json --name 2026.12.0/reference-values.json \\\n    \
+        --keys keys --kind reference-values --version 8 --hardware '*' --release 2026.12.0"
     )]
     AddTarget {
         #[command(flatten)]
         repo: RepoArgs,
         file: PathBuf,
-        /// os-image, app-package or m4-firmware.
+        /// os-image, app-package, m4-firmware or reference-values (the file is checked
+        /// against the reference-values schema before it is signed).
         #[arg(long)]
         kind: String,
         /// Monotonic version (OS images: also the anti-rollback version).
@@ -565,10 +569,18 @@ async fn repo_command(command: RepoCommand, output: &Output) -> Result<(), Comma
             Ok(())
         }
         RepoCommand::AddTarget { repo, file, kind, version, hardware, release, name, component_id, version_name } => {
-            let kind = Kind::parse(&kind)
-                .ok_or_else(|| usage(format!("kind {kind:?}: os-image, app-package or m4-firmware")))?;
+            let kind = Kind::parse(&kind).ok_or_else(|| {
+                usage(format!("kind {kind:?}: os-image, app-package, m4-firmware or reference-values"))
+            })?;
             let info = TargetInfo { kind, version, version_name, hardware, release, component_id };
             info.validate().map_err(usage)?;
+            if kind == Kind::ReferenceValues {
+                // Refuse a malformed file before it is signed into a release: the cloud would
+                // refuse the whole repository at load.
+                let bytes = std::fs::read(&file).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+                sphere_attestation::reference::ReferenceFile::parse(&bytes)
+                    .map_err(|e| usage(format!("{}: not a reference-values file: {e}", file.display())))?;
+            }
             let name = match name {
                 Some(n) => n,
                 None => file
