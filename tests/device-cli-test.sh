@@ -70,7 +70,11 @@ done
 check "guest booted" grep -q 'milestone boot-complete' "$work/console.log"
 
 # Generous: an install verifies and unpacks under TCG, and CI loads both cores.
-dev() { timeout 180 "$sphere" "$@" --socket "$socket"; }
+# The pause: the development port is one virtio-serial stream, and the guest learns that a host
+# connection ended only from the port's hang-up. A second connection that follows within
+# milliseconds can be taken for the tail of the first and its request lost (the command then
+# hangs until the timeout). Seen as flakes in CI; a known limit of the port, see docs/sphere-cli.md.
+dev() { sleep 1; timeout 180 "$sphere" "$@" --socket "$socket"; }
 check "list over the development port: no apps yet" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app list | grep -q 'no apps installed'"
 dev --json app install "$work/app.sphpkg" >"$work/install.json" 2>"$work/install.err"
 status=$?
@@ -86,7 +90,15 @@ dev app install "$work/tampered.sphpkg" >/dev/null 2>"$work/tampered.err"
 check "a tampered package is refused with exit 1" test $? -eq 1
 check "the refusal names the tampered file" grep -q 'bin/app' "$work/tampered.err"
 check "stop: state stopped" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app stop $id | grep -q 'state      stopped'"
-check "remove: list is empty again" bash -c "$(declare -f dev); sphere=$sphere socket=$socket; dev app remove $id >/dev/null && dev app list | grep -q 'no apps installed'"
+dev app remove "$id" >"$work/remove.out" 2>&1
+remove_status=$?
+dev app list >"$work/list.out" 2>&1
+check "remove: list is empty again" bash -c "test $remove_status -eq 0 && grep -q 'no apps installed' '$work/list.out'"
+if ((remove_status != 0)) || ! grep -q 'no apps installed' "$work/list.out"; then
+  echo "#   remove (exit $remove_status): $(tr '\n' ' ' <"$work/remove.out")"
+  echo "#   list: $(tr '\n' ' ' <"$work/list.out")"
+  grep -E 'sphere-appd|hello-device-cli' "$work/console.log" | tail -8 | sed 's/^/#   console: /'
+fi
 
 # The console helper owns the control port; SIGTERM makes it ask the guest for a clean poweroff.
 pkill -TERM -f "qemu-console.py --log $work/console.log"
