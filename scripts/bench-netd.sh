@@ -20,6 +20,9 @@ work=$(mktemp -d /tmp/bench-netd.XXXXXX)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # A daemon started through the nsenter wrapper is a grandchild of the recorded pid: end
+  # everything that runs from this work directory too (sphere-netd outlived the suite before).
+  pkill -f -- "$work/" 2>/dev/null || true
   wait 2>/dev/null || true
   for pin in "$work"/run/netns/*; do [[ -e $pin ]] && umount "$pin" 2>/dev/null || true; done
   ip netns del obn-dev 2>/dev/null || true

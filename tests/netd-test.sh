@@ -47,6 +47,9 @@ pids=()
 
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  # A daemon started through the nsenter wrapper is a grandchild of the recorded pid: end
+  # everything that runs from this work directory too (sphere-netd outlived the suite before).
+  pkill -f -- "$work/" 2>/dev/null || true
   wait 2>/dev/null
   for pin in "$run"/netns/*; do [[ -e $pin ]] && umount "$pin" 2>/dev/null; done
   ip netns del osn-dev 2>/dev/null
