@@ -45,11 +45,6 @@ impl Sha256Stream {
         out.copy_from_slice(&sha2::Digest::finalize(self.context));
         out
     }
-
-    /// Which implementation this build uses (for benchmark output).
-    pub fn implementation() -> &'static str {
-        if cfg!(feature = "aws-lc") { "aws-lc" } else { "sha2" }
-    }
 }
 
 #[cfg(test)]
