@@ -24,6 +24,9 @@ use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longer than sphere-netd's minimum TTL (30 s by default): an answered address must be gone
+/// from the app's set by then.
+const TTL_WAIT: Duration = Duration::from_secs(45);
 /// The app compartments' addresses (sphere-netd hands out 10.213.0.0/16).
 const COMPARTMENT_PREFIX: [u8; 3] = [10, 213, 0];
 
@@ -76,6 +79,8 @@ pub fn attack() -> i32 {
     run.attempt("net_other_apps_host", quick, || tcp_token(addr([198, 51, 100, 10], 80), "t-otherhost"));
     run.attempt("net_app_to_app", Duration::from_secs(15), || scan_compartments(8080));
     run.attempt("net_device_services", Duration::from_secs(15), scan_device_ports);
+    run.attempt("net_other_apps_dns_proxy", Duration::from_secs(30), other_dns_proxies);
+    ttl_expiry(&mut run, quick);
 
     say(&format!("SUMMARY attempts={} escaped={} errors={}", run.attempts, run.escaped, run.errors));
     if run.escaped == 0 && run.errors == 0 { 0 } else { 1 }
@@ -89,6 +94,36 @@ fn net_controls(run: &mut Runner) {
     let wildcard = resolve("x.cdn.example.org");
     run.control("net_resolve_wildcard", expect_answer(&wildcard, [192, 0, 2, 30]));
     run.control("net_reach_wildcard", send_token(addr([192, 0, 2, 30], 80), "allowed-wildcard"));
+}
+
+/// An answered address leaves the app's set when its TTL runs out; a fresh answer brings the
+/// new one. The suite changes the name's address when it sees the NETTTL line.
+fn ttl_expiry(run: &mut Runner, quick: Duration) {
+    let first = resolve("ttl.example.com");
+    run.control("net_ttl_resolve", expect_answer(&first, [192, 0, 2, 20]));
+    run.control("net_ttl_reach", send_token(addr([192, 0, 2, 20], 80), "allowed-ttl"));
+    say(&format!("NETTTL answered; waiting {} s for the TTL to run out", TTL_WAIT.as_secs()));
+    std::thread::sleep(TTL_WAIT);
+    run.attempt("net_ttl_expired_address", quick, || tcp_token(addr([192, 0, 2, 20], 80), "t-expired"));
+    let fresh = resolve("ttl.example.com");
+    run.control("net_ttl_fresh_answer", expect_answer(&fresh, [192, 0, 2, 21]));
+    run.control("net_ttl_reach_fresh", send_token(addr([192, 0, 2, 21], 80), "allowed-fresh"));
+}
+
+/// Another app's DNS proxy (on its gateway, `.1` of each slot's /30) must not answer us.
+fn other_dns_proxies() -> Verdict {
+    let own = nameserver();
+    let answered: Vec<String> = (0..4u8)
+        .map(|slot| Ipv4Addr::new(COMPARTMENT_PREFIX[0], COMPARTMENT_PREFIX[1], COMPARTMENT_PREFIX[2], slot * 4 + 1))
+        .filter(|proxy| Some(*proxy) != own)
+        .filter(|proxy| query(*proxy, "b.example.com").is_ok())
+        .map(|proxy| proxy.to_string())
+        .collect();
+    if answered.is_empty() {
+        Blocked("no_other_proxy_answered".into())
+    } else {
+        Escaped(format!("answered by {answered:?}"))
+    }
 }
 
 fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
