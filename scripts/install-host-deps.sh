@@ -16,7 +16,7 @@ set -euo pipefail
 
 RUST_MSRV_DEB=1.85.0+dfsg3-1~deb12u3
 declare -A GROUP_PACKAGES=(
-  [base]="build-essential pkg-config git ca-certificates curl openssl python3 python3-venv"
+  [base]="build-essential pkg-config git ca-certificates curl openssl python3 python3-venv procps"
   # rustc-web is pinned to 1.85, our MSRV: bookworm-security also carries a newer one, which would
   # make the cross build prove nothing about 1.85.
   [cross]="rustc-web=$RUST_MSRV_DEB cargo-web=$RUST_MSRV_DEB rust-web-src=$RUST_MSRV_DEB libstd-rust-web-dev=$RUST_MSRV_DEB gcc-arm-linux-gnueabihf libc6-dev-armhf-cross lld-19"
