@@ -158,11 +158,14 @@ impl Updater {
     pub async fn load_repository(&self) -> Result<tough::Repository, UpdateError> {
         let tuf_dir = self.config.tuf_dir();
         std::fs::create_dir_all(&tuf_dir).map_err(io(&tuf_dir))?;
-        // Start from the newest root this device has verified (key rotations survive reboots);
-        // the image's root only the first time.
+        // Start from the newest complete root this device has verified (key rotations survive
+        // reboots and power cuts; see root_store), the image's root only the first time.
         let cached = tuf_dir.join("root.json");
-        let root_path = if cached.exists() { cached } else { self.config.trusted_root.clone() };
-        let root = std::fs::read(&root_path).map_err(io(&root_path))?;
+        let ours = self.config.state_dir.join("trusted-root.json");
+        let root = match crate::root_store::newest(&[&ours, &cached, &self.config.trusted_root]) {
+            Some(r) => r.bytes,
+            None => std::fs::read(&self.config.trusted_root).map_err(io(&self.config.trusted_root))?,
+        };
         let parse = |u: &str| {
             let with_slash = if u.ends_with('/') { u.to_string() } else { format!("{u}/") };
             Url::parse(&with_slash).map_err(|e| UpdateError::Config(format!("{u}: {e}")))
@@ -171,7 +174,9 @@ impl Updater {
             tough::RepositoryLoader::new(&root, parse(&self.config.metadata_url)?, parse(&self.config.targets_url)?)
                 .transport(UpdateTransport { http: self.http.clone() })
                 .datastore(&tuf_dir);
-        loader.load().await.map_err(|e| UpdateError::Tuf(chain(&e)))
+        let repo = loader.load().await.map_err(|e| UpdateError::Tuf(chain(&e)))?;
+        crate::root_store::persist(&ours, &cached).map_err(io(&ours))?;
+        Ok(repo)
     }
 
     /// Every target with our metadata, verified by TUF.
