@@ -43,7 +43,8 @@ enum Command {
         #[arg(long = "ip", default_value = "127.0.0.1")]
         ips: Vec<IpAddr>,
     },
-    /// Run the HTTPS API (and, with --mqtt-broker, the MQTT bridge).
+    /// Run the HTTPS API and MQTT: the embedded broker on --mqtt-listen (default), or a link to
+    /// an external broker (--mqtt-broker), or none (--no-mqtt).
     Serve {
         #[arg(long)]
         data: PathBuf,
@@ -58,9 +59,17 @@ enum Command {
         /// Ed25519 public key (PEM) that signs the reference values.
         #[arg(long)]
         reference_key: Option<PathBuf>,
-        /// External MQTT broker HOST:PORT (TLS, client certificates), e.g. mosquitto.
-        #[arg(long)]
+        /// External MQTT broker HOST:PORT (TLS, client certificates), e.g. mosquitto configured by
+        /// `sphere-cloud mosquitto-config`, instead of the embedded broker.
+        #[arg(long, conflicts_with_all = ["mqtt_listen", "no_mqtt"])]
         mqtt_broker: Option<String>,
+        /// Where the embedded MQTT broker listens (TLS; client certificates from this CA only, each
+        /// device confined to its own topics). Devices elsewhere need e.g. 0.0.0.0:8883.
+        #[arg(long, default_value = "127.0.0.1:8883")]
+        mqtt_listen: SocketAddr,
+        /// No MQTT at all (HTTPS API only).
+        #[arg(long, conflicts_with = "mqtt_listen")]
+        no_mqtt: bool,
         /// How long a nonce stays usable (e.g. 60s, 5m).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         nonce_ttl: Duration,
@@ -127,6 +136,8 @@ fn main() -> ExitCode {
             reference_values,
             reference_key,
             mqtt_broker,
+            mqtt_listen,
+            no_mqtt,
             nonce_ttl,
             certificate_lifetime,
             attestation_validity,
@@ -139,7 +150,11 @@ fn main() -> ExitCode {
                     listen,
                     database,
                     reference_values.zip(reference_key),
-                    mqtt_broker,
+                    match (mqtt_broker, no_mqtt) {
+                        (Some(broker), _) => Mqtt::External(broker),
+                        (None, true) => Mqtt::Off,
+                        (None, false) => Mqtt::Embedded(mqtt_listen),
+                    },
                     settings,
                 )),
                 Err(e) => Err(format!("starting the runtime: {e}")),
@@ -199,12 +214,18 @@ fn sign_reference_values(file: &Path, key: &Path) -> Result<(), String> {
     Ok(())
 }
 
+enum Mqtt {
+    External(String),
+    Embedded(SocketAddr),
+    Off,
+}
+
 async fn serve(
     data: PathBuf,
     listen: SocketAddr,
     database: Option<String>,
     reference: Option<(PathBuf, PathBuf)>,
-    mqtt_broker: Option<String>,
+    mqtt: Mqtt,
     settings: Settings,
 ) -> Result<(), String> {
     let read = |name: &str| {
@@ -226,7 +247,11 @@ async fn serve(
     let cloud = Arc::new(Cloud::new(store, ca, settings, data.clone(), refs));
     cloud.write_crl().await.map_err(|e| e.to_string())?;
 
-    if let Some(broker) = mqtt_broker {
+    if let Mqtt::Embedded(address) = mqtt {
+        let (broker, address) = sphere_cloud::broker::start(&data, address).await?;
+        eprintln!("sphere-cloud: embedded MQTT broker on {address} (TLS, device certificates, per-device ACL)");
+        tokio::spawn(sphere_cloud::mqtt::run_embedded(cloud.clone(), broker));
+    } else if let Mqtt::External(broker) = mqtt {
         let (host, port) = broker
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))

@@ -4,7 +4,9 @@
 //! its id and it may only use `sphere/devices/<id>/#`); sphere-cloud connects with its own
 //! client certificate (CN `sphere-cloud`, allowed on `sphere/devices/#`), stores telemetry and
 //! error reports, and publishes retained update notifications when a group's release changes.
-//! `sphere-cloud mosquitto-config` writes a matching mosquitto configuration.
+//! `sphere-cloud mosquitto-config` writes a matching mosquitto configuration. Without an
+//! external broker, `serve` runs the embedded one ([`crate::broker`]) with the same rules and
+//! links to it in-process ([`run_embedded`]).
 
 use crate::service::Cloud;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -50,30 +52,52 @@ pub async fn run(cloud: Arc<Cloud>, settings: BrokerSettings) {
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let Some((device, leaf)) = topics::parse(&publish.topic) else {
-                    continue;
-                };
-                let result = match leaf {
-                    "telemetry" => cloud.store_telemetry(device, &publish.payload).await,
-                    "errors" => match serde_json::from_slice::<ErrorReport>(&publish.payload) {
-                        Ok(report) => cloud.store_error_report(device, &report).await.map(|_| ()),
-                        Err(error) => {
-                            Err(crate::service::ServiceError::new(400, "bad-error-report", error.to_string()))
-                        }
-                    },
-                    _ => Ok(()),
-                };
-                if let Err(error) = result {
-                    eprintln!("sphere-cloud: mqtt: {}: {error}", publish.topic);
-                }
-            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => store(&cloud, &publish.topic, &publish.payload).await,
             Ok(_) => {}
             Err(error) => {
                 eprintln!("sphere-cloud: mqtt: {error}; reconnecting in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Store what a device published (telemetry, error reports); other leaves are not ours.
+async fn store(cloud: &Cloud, topic: &str, payload: &[u8]) {
+    let Some((device, leaf)) = topics::parse(topic) else {
+        return;
+    };
+    let result = match leaf {
+        "telemetry" => cloud.store_telemetry(device, payload).await,
+        "errors" => match serde_json::from_slice::<ErrorReport>(payload) {
+            Ok(report) => cloud.store_error_report(device, &report).await.map(|_| ()),
+            Err(error) => Err(crate::service::ServiceError::new(400, "bad-error-report", error.to_string())),
+        },
+        _ => Ok(()),
+    };
+    if let Err(error) = result {
+        eprintln!("sphere-cloud: mqtt: {topic}: {error}");
+    }
+}
+
+/// The same link to the embedded broker ([`crate::broker`]), in-process: sphere-cloud's
+/// subscription and update notifications go straight into the broker's routing.
+pub async fn run_embedded(cloud: Arc<Cloud>, broker: Arc<crate::broker::Broker>) {
+    let filters: Vec<String> =
+        ["telemetry", "errors"].iter().map(|leaf| format!("{}/+/{leaf}", topics::PREFIX)).collect();
+    let mut messages = broker.attach_local(&filters);
+    let notifier = broker.clone();
+    cloud.set_release_listener(Arc::new(move |devices, release| {
+        let payload = serde_json::json!({ "release": release }).to_string();
+        for device in devices {
+            // Retained, as with an external broker.
+            if let Err(error) = notifier.publish_local(topics::updates(&device), payload.clone().into_bytes(), true) {
+                eprintln!("sphere-cloud: mqtt: update notification for {device}: {error}");
+            }
+        }
+    }));
+    while let Some(publish) = messages.recv().await {
+        store(&cloud, &publish.topic, &publish.payload).await;
     }
 }
 

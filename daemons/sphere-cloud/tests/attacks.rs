@@ -1,12 +1,13 @@
 //! Attack tests against the real sphere-cloud server, real mosquitto (TLS, client certificates,
-//! ACLs by certificate CN) and, for the PostgreSQL run, a real PostgreSQL server. Every attack
-//! must be refused; each check is an assertion that names the attack.
+//! ACLs by certificate CN) or sphere-cloud's embedded broker (the same attacks, the same
+//! assertions) and, for the PostgreSQL run, a real PostgreSQL server. Every attack must be
+//! refused; each check is an assertion that names the attack.
 
 mod common;
 
 use base64::Engine as _;
-use common::{Env, NONCE_TTL_SECS, Postgres, mqtt_connect};
-use rumqttc::{Event, Packet, QoS};
+use common::{Env, NONCE_TTL_SECS, Postgres, mqtt_connect, mqtt_connect_tls};
+use rumqttc::{Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
 use sphere_attestation::api::{AttestationResult, ErrorKind, ErrorReport, topics};
 use sphere_attestation::{DevicePublicKey, DeviceSigner, Digest, Ed25519Signer};
 use sphere_cloud::service::{DeviceInfo, StoredErrorReport};
@@ -230,7 +231,15 @@ fn run_attacks(env: &Env) {
             .publish(topics::telemetry(&victim.id), QoS::AtLeastOnce, false, r#"{"temperature": -99}"#)
             .await
             .unwrap();
-        attacker_client.subscribe(topics::commands(&victim.id), QoS::AtLeastOnce).await.unwrap();
+        // The victim's topic itself and wildcards that would reach it.
+        attacker_client
+            .subscribe_many([
+                SubscribeFilter::new(topics::commands(&victim.id), QoS::AtLeastOnce),
+                SubscribeFilter::new(format!("{}/+/commands", topics::PREFIX), QoS::AtLeastOnce),
+                SubscribeFilter::new("#".to_owned(), QoS::AtLeastOnce),
+            ])
+            .await
+            .unwrap();
         // mosquitto 2.0 answers a denied MQTT 3.1.1 subscription with SUBACK success and then
         // delivers nothing, so the assertion is on delivery, not on the SUBACK code.
         let suback = tokio::time::timeout(Duration::from_secs(10), async {
@@ -242,6 +251,10 @@ fn run_attacks(env: &Env) {
         })
         .await
         .expect("SUBACK");
+        if env.mosquitto_pid.is_none() {
+            // The embedded broker says so (mosquitto does not, see above).
+            assert_eq!(suback, vec![SubscribeReasonCode::Failure; 3], "embedded broker granted a foreign subscription");
+        }
         let (attacker_tx, mut attacker_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok(event) = attacker_events.poll().await {
@@ -276,6 +289,22 @@ fn run_attacks(env: &Env) {
     eprintln!(
         "attack refused: a device publishing/subscribing to another device's topics (nothing delivered, forged report and telemetry dropped)"
     );
+
+    // 9. Clients without a certificate from sphere-cloud's CA: none at all, and a self-made
+    // one that names the victim as its CN.
+    rt.block_on(async {
+        let tls = sphere_cloud::tls::client_config(&env.read("ca.crt"), None).unwrap();
+        let attempt = mqtt_connect_tls(env, tls, "anonymous").await;
+        assert!(attempt.is_err(), "CLIENT WITHOUT A CERTIFICATE accepted by the broker");
+        eprintln!("attack refused: no client certificate ({})", attempt.err().unwrap_or_default());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, victim.id.clone());
+        let forged = params.self_signed(&key).unwrap();
+        let attempt = mqtt_connect(env, &forged.pem(), &key.serialize_pem(), &victim.id).await;
+        assert!(attempt.is_err(), "SELF-MADE CERTIFICATE naming the victim accepted by the broker");
+        eprintln!("attack refused: certificate not issued by the CA ({})", attempt.err().unwrap_or_default());
+    });
 
     // 8a. Revoked certificate: revoke the victim's certificate; the broker (after reloading the
     // CRL sphere-cloud rewrote) refuses it, and the revoked device gets no nonce.
@@ -319,6 +348,72 @@ fn run_attacks(env: &Env) {
 fn attacks_are_refused_sqlite() {
     let env = Env::start(None);
     run_attacks(&env);
+}
+
+#[test]
+#[ignore = "starts the built server for ~30 s: run by tests/cloud-test.sh"]
+fn attacks_are_refused_embedded_broker() {
+    let env = Env::start_embedded(None);
+    run_attacks(&env);
+    third_party_client_on_embedded_broker(&env);
+}
+
+/// mosquitto's own clients (another MQTT implementation than the one in the broker) against
+/// the embedded broker: an error report arrives in the operator API, a group release reaches
+/// the device as a retained message, and a report sent to another device's topic is dropped.
+fn third_party_client_on_embedded_broker(env: &Env) {
+    let device = env.device(false, Profile::default());
+    let other = env.device(false, Profile::default());
+    let certificate = honest(env, &device).certificate.unwrap();
+    let dir = env.dir.path();
+    std::fs::write(dir.join("device.crt"), &certificate.certificate_pem).unwrap();
+    std::fs::write(dir.join("device.key"), &device.tls_key_pem).unwrap();
+    let mosquitto_client = |program: &str, topic: &str, extra: &[&str]| {
+        std::process::Command::new(program)
+            .args(["-h", "127.0.0.1", "-p", &env.mqtt_port.to_string(), "--cafile"])
+            .arg(env.data.join("ca.crt"))
+            .arg("--cert")
+            .arg(dir.join("device.crt"))
+            .arg("--key")
+            .arg(dir.join("device.key"))
+            .args(["-i", &device.id, "-q", "1", "-t", topic])
+            .args(extra)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} (scripts/install-host-deps.sh cloud): {e}"))
+    };
+    let report = |detail: &str| {
+        serde_json::to_string(&ErrorReport {
+            kind: ErrorKind::SandboxViolation,
+            app_id: None,
+            count: 2,
+            detail: detail.into(),
+            occurred_at: 7,
+        })
+        .unwrap()
+    };
+    let out = mosquitto_client("mosquitto_pub", &topics::errors(&device.id), &["-m", &report("via mosquitto_pub")]);
+    assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_for_report(env, &device.id, "via mosquitto_pub"), "{}", env.logs());
+    let out =
+        mosquitto_client("mosquitto_pub", &topics::errors(&other.id), &["-m", &report("forged via mosquitto_pub")]);
+    assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+
+    let operator = env.operator();
+    let _: serde_json::Value =
+        operator.send("POST", "/v1/groups", &serde_json::json!({"name": "embedded", "release": "2.0.0"})).unwrap();
+    let _: serde_json::Value = operator
+        .send("PUT", &format!("/v1/devices/{}/group", device.id), &serde_json::json!({"group": "embedded"}))
+        .unwrap();
+    let _: serde_json::Value =
+        operator.send("PUT", "/v1/groups/embedded/release", &serde_json::json!({"release": "2.1.0"})).unwrap();
+    let out = mosquitto_client("mosquitto_sub", &topics::updates(&device.id), &["-C", "1", "-W", "8"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2.1.0"), "retained update not delivered: {text:?} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !errors_for(env, &other.id).iter().any(|r| r.report.detail == "forged via mosquitto_pub"),
+        "ANOTHER DEVICE'S TOPIC: mosquitto_pub's forged report was stored"
+    );
+    eprintln!("embedded broker: mosquitto_pub/mosquitto_sub over mTLS work; a foreign topic is dropped");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Test environment: a real sphere-cloud server (the built binary), a real mosquitto with TLS,
-//! client-certificate auth and per-device ACLs, and optionally a real PostgreSQL server, all in
-//! a temporary directory and all killed when the environment is dropped.
+//! client-certificate auth and per-device ACLs (or sphere-cloud's embedded broker instead), and
+//! optionally a real PostgreSQL server, all in a temporary directory and all killed when the
+//! environment is dropped.
 
 #![allow(dead_code)]
 
@@ -21,7 +22,8 @@ pub struct Env {
     pub url: String,
     pub mqtt_port: u16,
     children: Vec<(&'static str, Child)>,
-    pub mosquitto_pid: u32,
+    /// None: the embedded broker of sphere-cloud serves MQTT.
+    pub mosquitto_pid: Option<u32>,
 }
 
 pub fn free_port() -> u16 {
@@ -43,6 +45,15 @@ fn is_root() -> bool {
 impl Env {
     /// Start mosquitto and sphere-cloud; `database` None = SQLite in the data dir.
     pub fn start(database: Option<String>) -> Env {
+        Self::start_with(database, false)
+    }
+
+    /// Start sphere-cloud with its embedded MQTT broker (the default without --mqtt-broker).
+    pub fn start_embedded(database: Option<String>) -> Env {
+        Self::start_with(database, true)
+    }
+
+    fn start_with(database: Option<String>, embedded: bool) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("cloud");
         let bin = env!("CARGO_BIN_EXE_sphere-cloud");
@@ -77,31 +88,7 @@ impl Env {
 
         let mut children = Vec::new();
         let mqtt_port = free_port();
-        let ok = Command::new(bin)
-            .args(["mosquitto-config", "--port", &mqtt_port.to_string(), "--data"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mosquitto-config failed");
-        let conf = data.join("mosquitto.conf");
-        let mut text = std::fs::read_to_string(&conf).unwrap();
-        // As root mosquitto would switch to its own user, which cannot read the 0600 keys here.
-        if is_root() {
-            text.push_str("user root\n");
-        }
-        text.push_str(&format!("log_dest file {}\npersistence false\n", data.join("mosquitto.log").display()));
-        std::fs::write(&conf, text).unwrap();
-        let mosquitto = Command::new(mosquitto_binary())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto (install it: scripts/install-host-deps.sh cloud)");
-        let mosquitto_pid = mosquitto.id();
-        children.push(("mosquitto", mosquitto));
-        wait_for_port(mqtt_port, "mosquitto");
+        let mosquitto_pid = (!embedded).then(|| start_mosquitto(bin, &data, mqtt_port, &mut children));
 
         let port = free_port();
         let mut serve = Command::new(bin);
@@ -112,7 +99,7 @@ impl Env {
             .arg(&refs)
             .arg("--reference-key")
             .arg(data.join("release.pub"))
-            .args(["--mqtt-broker", &format!("127.0.0.1:{mqtt_port}")])
+            .args([if embedded { "--mqtt-listen" } else { "--mqtt-broker" }, &format!("127.0.0.1:{mqtt_port}")])
             .args(["--nonce-ttl", &format!("{NONCE_TTL_SECS}s")])
             .args(["--certificate-lifetime", &format!("{CERT_LIFETIME_SECS}s")])
             .stdout(Stdio::null())
@@ -144,9 +131,11 @@ impl Env {
         device
     }
 
-    /// Tell mosquitto to reload (it re-reads the CRL sphere-cloud rewrote).
+    /// Tell mosquitto to reload (it re-reads the CRL sphere-cloud rewrote). The embedded broker
+    /// needs no reload: it re-reads the CRL at the next connection.
     pub fn reload_mosquitto(&self) {
-        let ok = Command::new("kill").args(["-HUP", &self.mosquitto_pid.to_string()]).status().unwrap();
+        let Some(pid) = self.mosquitto_pid else { return };
+        let ok = Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
         assert!(ok.success());
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -172,6 +161,36 @@ impl Drop for Env {
     }
 }
 
+/// mosquitto as `sphere-cloud mosquitto-config` configures it, on `mqtt_port`; returns its pid.
+fn start_mosquitto(bin: &str, data: &Path, mqtt_port: u16, children: &mut Vec<(&'static str, Child)>) -> u32 {
+    let ok = Command::new(bin)
+        .args(["mosquitto-config", "--port", &mqtt_port.to_string(), "--data"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mosquitto-config failed");
+    let conf = data.join("mosquitto.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    // As root mosquitto would switch to its own user, which cannot read the 0600 keys here.
+    if is_root() {
+        text.push_str("user root\n");
+    }
+    text.push_str(&format!("log_dest file {}\npersistence false\n", data.join("mosquitto.log").display()));
+    std::fs::write(&conf, text).unwrap();
+    let mosquitto = Command::new(mosquitto_binary())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto (install it: scripts/install-host-deps.sh cloud)");
+    let mosquitto_pid = mosquitto.id();
+    children.push(("mosquitto", mosquitto));
+    wait_for_port(mqtt_port, "mosquitto");
+    mosquitto_pid
+}
+
 fn mosquitto_binary() -> &'static str {
     if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" }
 }
@@ -184,6 +203,15 @@ pub async fn mqtt_connect(
     client_id: &str,
 ) -> Result<(AsyncClient, EventLoop), String> {
     let tls = sphere_cloud::tls::client_config(&env.read("ca.crt"), Some((cert_pem, key_pem)))?;
+    mqtt_connect_tls(env, tls, client_id).await
+}
+
+/// Connect with any TLS client configuration (e.g. without a client certificate).
+pub async fn mqtt_connect_tls(
+    env: &Env,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    client_id: &str,
+) -> Result<(AsyncClient, EventLoop), String> {
     let mut options = MqttOptions::new(client_id, "127.0.0.1", env.mqtt_port);
     options.set_keep_alive(Duration::from_secs(10));
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
