@@ -57,7 +57,9 @@ run_server() { # $1 = database URL or "" for SQLite
   local port db_args=()
   port=$(free_port)
   [[ -n $1 ]] && db_args=(--database "$1")
-  "$bin/sphere-cloud" serve --data "$data" --listen "127.0.0.1:$port" "${db_args[@]}" \
+  # --no-mqtt: only the HTTPS attestation path is measured (and the embedded broker's default
+  # port may be taken on a shared machine).
+  "$bin/sphere-cloud" serve --data "$data" --listen "127.0.0.1:$port" "${db_args[@]}" --no-mqtt \
     --reference-values "$work/refs.json" --reference-key "$work/release.pub" >/dev/null 2>>"$work/server.log" &
   pids+=($!)
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done

@@ -6,13 +6,15 @@
 # - the attack tests (daemons/sphere-cloud/tests/attacks.rs): the real sphere-cloud binary, a
 #   real mosquitto with TLS, client certificates and per-device ACLs, and a real PostgreSQL
 #   server from Debian's package; replayed and expired nonces, a tampered event log, an
-#   unreleased measurement, evidence signed by another key, another device's MQTT topics, revoked
-#   and expired certificates and a certificate after a failed attestation must all be refused;
+#   unreleased measurement, evidence signed by another key, another device's MQTT topics, no or
+#   a self-made client certificate, revoked and expired certificates and a certificate after a
+#   failed attestation must all be refused; the same run again against sphere-cloud's embedded
+#   MQTT broker (the default), plus mosquitto_pub/mosquitto_sub interoperating with it;
 # - the operator's `sphere device|group|errors` commands, the real `sphere` binary against a
 #   running sphere-cloud and mosquitto (tests/cloud-cli-test.sh).
 #
-# Takes about a minute once built (the expired-nonce and expired-certificate cases wait out
-# deliberately short lifetimes; the CLI part about 10 s).
+# Takes about 1.5 minutes once built (the expired-nonce and expired-certificate cases wait out
+# deliberately short lifetimes, once per broker; the CLI part about 10 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-host-deps.sh cloud
