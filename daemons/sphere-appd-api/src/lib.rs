@@ -57,6 +57,15 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// One app's request to defer the pending update (`AnnounceUpdate`'s reply).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct UpdateDeferral {
+    pub component_id: String,
+    /// Unix seconds the app asked to defer the update until (already clamped to the bound the
+    /// update daemon announced; the update daemon clamps again).
+    pub until: u64,
+}
+
 /// Client side of `org.opensphere.AppManager1`.
 #[zbus::proxy(
     interface = "org.opensphere.AppManager1",
@@ -86,6 +95,25 @@ pub trait AppManager {
     /// The last `max_lines` lines the app wrote to stdout and stderr.
     fn logs(&self, component_id: &str, max_lines: u32) -> zbus::Result<Vec<String>>;
     fn violations(&self, component_id: &str) -> zbus::Result<Vec<Violation>>;
+    /// The update daemon tells the app manager about a system event (Azure Sphere's
+    /// `SysEvent_Events`): `event` is `update-ready-for-install` or `no-update-available`;
+    /// `status` is `pending`, `deferred`, `final` (no more deferral: installing now) or
+    /// `complete`; `kind` is `os` or `app`; `deferred_until` the Unix time the update waits
+    /// until (0: not deferred) and `deadline` the latest time anyone may defer it to. The app
+    /// manager forwards it to every app registered for the event (which requires
+    /// `SystemEventNotifications`) when it differs from the last one, and replies with the apps'
+    /// current deferral requests (only apps with `SoftwareUpdateDeferral` can make one). The
+    /// update daemon repeats the call while it waits, so an app manager that restarted, or an
+    /// app that registered late, catches up.
+    fn announce_update(
+        &self,
+        event: &str,
+        status: &str,
+        release: &str,
+        kind: &str,
+        deferred_until: u64,
+        deadline: u64,
+    ) -> zbus::Result<Vec<UpdateDeferral>>;
     /// Emitted whenever an app changes state.
     #[zbus(signal)]
     fn state_changed(&self, component_id: &str, state: &str) -> zbus::Result<()>;

@@ -2,7 +2,7 @@
 //! connections on a root-only Unix socket (the minimal image has no bus daemon).
 
 use crate::manager::Manager;
-use sphere_appd_api::{AppStatus, OBJECT_PATH, Violation};
+use sphere_appd_api::{AppStatus, OBJECT_PATH, UpdateDeferral, Violation};
 use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -80,6 +80,39 @@ impl AppManagerService {
 
     async fn violations(&self, component_id: &str) -> fdo::Result<Vec<Violation>> {
         Ok(self.manager.violations(self::component_id(component_id)?))
+    }
+
+    async fn announce_update(
+        &self,
+        event: &str,
+        status: &str,
+        release: &str,
+        kind: &str,
+        deferred_until: u64,
+        deadline: u64,
+    ) -> fdo::Result<Vec<UpdateDeferral>> {
+        use sphere_applibs::sysevent::{Event, EventInfo, Status, UpdateType};
+        let bad = |what: &str, value: &str| fdo::Error::InvalidArgs(format!("unknown {what} \"{value}\""));
+        let info = EventInfo {
+            event: Event::parse(event).ok_or_else(|| bad("event", event))?,
+            status: Status::parse(status).ok_or_else(|| bad("status", status))?,
+            update_type: match kind {
+                "" | "-" => None,
+                other => Some(UpdateType::parse(other).ok_or_else(|| bad("kind", other))?),
+            },
+            release: release.to_owned(),
+            deferred_until,
+            deadline,
+        };
+        if info.release.chars().any(char::is_control) || info.release.len() > 200 {
+            return Err(fdo::Error::InvalidArgs("release name too long or with control characters".to_owned()));
+        }
+        Ok(self
+            .manager
+            .announce_system_event(info)
+            .into_iter()
+            .map(|(id, until)| UpdateDeferral { component_id: id.to_string(), until })
+            .collect())
     }
 
     #[zbus(signal)]

@@ -5,6 +5,8 @@
 //! - [`dbus`]: the `org.opensphere.AppManager1` D-Bus API (see `sphere-appd-api`).
 //! - [`intercore`]: the broker between high-level apps and real-time apps on the other core
 //!   (`Application_Connect`), over the inter-core link the manager owns.
+//! - [`sysevent`]: system events for apps (an update ready to install) and their deferral
+//!   requests, relayed between the update daemon and the apps' API sockets.
 //! - [`store`]: the on-device app store. Installs are atomic: a crash or power cut at any point
 //!   leaves each app fully at its old version or fully at its new one, never a mix, and the
 //!   store repairs itself when it is next opened.
@@ -18,3 +20,4 @@ pub mod intercore;
 pub mod manager;
 pub mod network;
 pub mod store;
+pub mod sysevent;

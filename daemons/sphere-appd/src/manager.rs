@@ -51,6 +51,8 @@ pub struct Manager {
     events: broadcast::Sender<(String, String)>,
     /// The inter-core link, when this device has one.
     intercore: Option<Arc<Broker>>,
+    /// System events (update ready, ...) relayed to apps, and their deferral requests.
+    sysevents: crate::sysevent::SystemEvents,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +85,7 @@ impl Manager {
             stop_requests: Mutex::new(HashMap::new()),
             events,
             intercore,
+            sysevents: crate::sysevent::SystemEvents::default(),
         }))
     }
 
@@ -278,6 +281,88 @@ impl Manager {
     /// each other in `AllowedApplicationConnections` (read from the installed, verified
     /// manifests at the time of the request). A refusal is counted as an `intercore-refused`
     /// violation of the requesting app.
+    /// The update daemon's announcement of a system event (D-Bus `AnnounceUpdate`): relayed
+    /// to registered apps; returns the apps' live deferral requests.
+    pub fn announce_system_event(&self, info: sphere_applibs::sysevent::EventInfo) -> Vec<(Uuid, u64)> {
+        self.sysevents.announce(info, unix_now())
+    }
+
+    /// One `sysevent-*` request from `app` on its API socket (anything else is unknown):
+    /// checks the manifest's capabilities (`SystemEventNotifications` for all of them,
+    /// `SoftwareUpdateDeferral` too to defer or resume; a refusal is recorded as a
+    /// `sysevent-refused` violation) and answers in `sphere_applibs::wire` terms.
+    pub fn sysevent_request(&self, app: Uuid, request: &str) -> (String, Option<std::os::fd::OwnedFd>) {
+        use sphere_applibs::sysevent::Event;
+        use sphere_applibs::wire;
+        let error = |why: String| (format!("{}{why}", wire::ERROR), None);
+        enum Request {
+            Register(u32),
+            Defer(Event, u64),
+            Resume(Event),
+        }
+        let parsed = if let Some(mask) = request.strip_prefix(wire::SYSEVENT_REGISTER) {
+            mask.trim().parse().map(Request::Register).map_err(|_| format!("bad event mask {mask:?}"))
+        } else if let Some(rest) = request.strip_prefix(wire::SYSEVENT_DEFER) {
+            let mut parts = rest.split_whitespace();
+            match (parts.next().and_then(Event::parse), parts.next().and_then(|s| s.parse().ok())) {
+                (Some(event), Some(seconds)) => Ok(Request::Defer(event, seconds)),
+                _ => Err(format!("bad defer request {rest:?}")),
+            }
+        } else if let Some(rest) = request.strip_prefix(wire::SYSEVENT_RESUME) {
+            Event::parse(rest.trim()).map(Request::Resume).ok_or_else(|| format!("bad resume request {rest:?}"))
+        } else {
+            Err("unknown request".to_owned())
+        };
+        let request = match parsed {
+            Ok(r) => r,
+            Err(why) => return error(why),
+        };
+        let (notifications, deferral, name) = {
+            let store = lock(&self.store);
+            match store.get(app).map(|a| store.manifest(a)) {
+                Some(Ok(m)) => {
+                    (m.capabilities.system_event_notifications, m.capabilities.software_update_deferral, m.name)
+                }
+                Some(Err(e)) => return error(e.to_string()),
+                None => return error(format!("app {app} is not installed")),
+            }
+        };
+        let needs_deferral = !matches!(request, Request::Register(_));
+        let missing = if !notifications {
+            Some("SystemEventNotifications")
+        } else if needs_deferral && !deferral {
+            Some("SoftwareUpdateDeferral")
+        } else {
+            None
+        };
+        if let Some(capability) = missing {
+            let why = format!("{name} does not have the {capability} capability");
+            eprintln!("sphere-appd: system-event request of {app} refused: {why}");
+            self.record_violation(app, "sysevent-refused", why.clone());
+            return (format!("{}{why}", wire::REFUSED), None);
+        }
+        match request {
+            Request::Register(mask) => match self.sysevents.register(app, mask) {
+                Ok(fd) => (wire::OK.to_owned(), Some(fd)),
+                Err(e) => error(e.to_string()),
+            },
+            Request::Defer(event, seconds) => match self.sysevents.defer(app, event, seconds, unix_now()) {
+                Ok(until) => {
+                    eprintln!("sphere-appd: {name} ({app}) defers {} by {seconds} s: until {until}", event.as_str());
+                    (format!("{} {until}", wire::OK), None)
+                }
+                Err(why) => error(why),
+            },
+            Request::Resume(event) => match self.sysevents.resume(app, event) {
+                Ok(()) => {
+                    eprintln!("sphere-appd: {name} ({app}) resumes {}", event.as_str());
+                    (wire::OK.to_owned(), None)
+                }
+                Err(why) => error(why),
+            },
+        }
+    }
+
     pub fn intercore_policy(&self, app: Uuid, rt: Uuid) -> Result<(), String> {
         let verdict = {
             let store = lock(&self.store);
@@ -460,7 +545,13 @@ impl Manager {
             let manager = Arc::clone(&self);
             let broker = self.intercore.clone();
             let spawned = std::thread::Builder::new().name("app-api".into()).spawn(move || {
-                crate::intercore::serve_app_api(api_ours, id, broker, |app, rt| manager.intercore_policy(app, rt));
+                crate::intercore::serve_app_api(
+                    api_ours,
+                    id,
+                    broker,
+                    |app, rt| manager.intercore_policy(app, rt),
+                    |request| manager.sysevent_request(id, request),
+                );
             });
             if let Err(error) = spawned {
                 eprintln!("sphere-appd: cannot serve the API of {id}: {error}");
@@ -485,6 +576,8 @@ impl Manager {
         for task in [out, err].into_iter().flatten() {
             let _ = task.await;
         }
+        // A stopped or crashed app's registrations and deferrals end with its run.
+        self.sysevents.app_stopped(id);
         if status.code() == Some(launcher::SETUP_FAILED) {
             let reason = self.logs(id, 1).pop().unwrap_or_default();
             return Err(format!("the sandbox could not be set up: {reason}"));
@@ -634,18 +727,21 @@ fn raw_echo_bench_if_asked(config: &Config, link: &mut std::fs::File) {
         return;
     };
     let (count, size) = (count.clamp(1, 10_000), size.clamp(1, 1024));
-    match crate::intercore::raw_echo_bench(link, count, size) {
-        Ok(mut times) => {
-            times.sort();
-            let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)].as_micros();
-            eprintln!(
-                "sphere-appd: intercore raw-echo ok={}/{count} size={size} median_us={} p99_us={}",
-                times.len(),
-                at(50),
-                at(99)
-            );
+    // Both baselines: bytes echoed as they arrive, then whole messages echoed once complete.
+    for (name, per_message) in [("raw-echo", false), ("raw-message-echo", true)] {
+        match crate::intercore::raw_echo_bench(link, count, size, per_message) {
+            Ok(mut times) => {
+                times.sort();
+                let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)].as_micros();
+                eprintln!(
+                    "sphere-appd: intercore {name} ok={}/{count} size={size} median_us={} p99_us={}",
+                    times.len(),
+                    at(50),
+                    at(99)
+                );
+            }
+            Err(error) => eprintln!("sphere-appd: intercore {name} failed: {error}"),
         }
-        Err(error) => eprintln!("sphere-appd: intercore raw-echo failed: {error}"),
     }
 }
 

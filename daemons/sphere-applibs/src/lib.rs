@@ -14,6 +14,10 @@
 //! (at most [`MAX_MESSAGE`] bytes); each `recv` is one message from it. No paths, no network:
 //! the sandbox cannot reach the app manager any other way.
 //!
+//! [`sysevent`]: Azure Sphere's `sysevent.h`: register for system events (an update ready to
+//! install, no update available), defer a pending update and resume it, over the same API
+//! socket (see `docs/update-deferral.md`).
+//!
 //! Standard library plus `libc` only, so it costs little in a 16 MB-flash image.
 
 use std::io;
@@ -45,6 +49,13 @@ pub mod wire {
     pub fn connect_request(component_id: &str) -> String {
         format!("{CONNECT}{component_id}")
     }
+
+    /// Request prefix: `sysevent-register <mask>`; answered `ok` with the event socket.
+    pub const SYSEVENT_REGISTER: &str = "sysevent-register ";
+    /// Request prefix: `sysevent-defer <event> <seconds>`; answered `ok <until>`.
+    pub const SYSEVENT_DEFER: &str = "sysevent-defer ";
+    /// Request prefix: `sysevent-resume <event>`; answered `ok`.
+    pub const SYSEVENT_RESUME: &str = "sysevent-resume ";
 }
 
 /// The API socket this app was given, if any.
@@ -58,6 +69,36 @@ fn api_fd() -> io::Result<RawFd> {
             "no app manager API in this process (not started by sphere-appd)",
         )),
     }
+}
+
+/// Sends one request on the API socket and returns the reply text and the fd it carried.
+fn call(request: &str) -> io::Result<(String, Option<OwnedFd>)> {
+    let api = api_fd()?;
+    // SAFETY: send on an fd number; a wrong number fails with EBADF/ENOTSOCK, nothing else.
+    let sent = unsafe { libc::send(api, request.as_ptr().cast(), request.len(), libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut reply = [0u8; wire::MAX_LEN];
+    let (len, fd) = recv_with_fd(api, &mut reply)?;
+    Ok((String::from_utf8_lossy(&reply[..len]).into_owned(), fd))
+}
+
+/// The reply's text after `ok` (`ok` alone: empty), or the refusal / error as an `io::Error`.
+fn ok_reply(text: &str) -> io::Result<&str> {
+    if text == wire::OK {
+        return Ok("");
+    }
+    if let Some(rest) = text.strip_prefix(wire::OK).and_then(|r| r.strip_prefix(' ')) {
+        return Ok(rest);
+    }
+    if let Some(why) = text.strip_prefix(wire::REFUSED) {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, why.to_owned()));
+    }
+    if let Some(why) = text.strip_prefix(wire::ERROR) {
+        return Err(io::Error::other(why.to_owned()));
+    }
+    Err(io::Error::other(format!("unexpected reply from the app manager: {text:?}")))
 }
 
 /// Azure Sphere's `Application_Connect`: a connected, message-preserving socket to the
@@ -91,6 +132,8 @@ pub fn application_connect(component_id: &str) -> io::Result<UnixDatagram> {
         (other, _) => Err(io::Error::other(format!("unexpected reply from the app manager: {other:?}"))),
     }
 }
+
+pub mod sysevent;
 
 /// Sends one message with an fd attached (`SCM_RIGHTS`). Used by the app manager.
 pub fn send_with_fd(socket: RawFd, message: &[u8], fd: RawFd) -> io::Result<()> {

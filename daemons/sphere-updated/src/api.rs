@@ -50,9 +50,13 @@ pub trait Update {
     fn install(&self, release: &str) -> zbus::Result<()>;
     /// Put the other slot on trial for the next boot (manual rollback).
     fn rollback(&self) -> zbus::Result<String>;
-    /// An app (with SoftwareUpdateDeferral) asks to defer the pending update by `seconds`;
-    /// bounded (OS: 24 h in total). Returns the Unix time the update is deferred until.
+    /// Root (the device's admin) defers the pending update by `seconds` under the name
+    /// `component_id`; bounded like apps' deferrals (OS: 24 h from the first announcement).
+    /// Returns the Unix time the update is deferred until. Apps defer through the app manager
+    /// (applibs `sysevent::defer_event`), which checks their capabilities.
     fn defer(&self, component_id: &str, seconds: u64) -> zbus::Result<u64>;
+    /// Withdraws a deferral made with `Defer`; returns what the update still waits until.
+    fn resume(&self, component_id: &str) -> zbus::Result<u64>;
     /// Emitted as an update advances (about every MiB while downloading).
     #[zbus(signal)]
     fn progress(&self, status: UpdateStatus) -> zbus::Result<()>;

@@ -1,43 +1,99 @@
-//! The D-Bus server for `org.opensphere.Update1` and update deferral.
+//! The D-Bus server for `org.opensphere.Update1`, and the announcement of updates to apps.
 //!
-//! Deferral (as on Azure Sphere): before installing, the daemon emits `UpdatePending`; apps
-//! whose manifest grants both `SoftwareUpdateDeferral` and `SystemEventNotifications` may call
-//! `Defer`. The total deferral of one OS update is bounded by [`MAX_OS_DEFERRAL`] (24 h) and
-//! of an app update by [`MAX_APP_DEFERRAL`], counted from when the update was first pending,
-//! so no app can hold a security fix back for longer.
+//! Deferral (as on Azure Sphere, policy and record in [`crate::deferral`]): before installing,
+//! the daemon announces the update to the app manager (`AnnounceUpdate` on
+//! `org.opensphere.AppManager1`), which relays it to apps registered for system events and
+//! answers with their deferral requests. The daemon repeats the announcement every
+//! [`ANNOUNCE_INTERVAL`] while it waits, persists each change of the record, and installs once
+//! no deferral is active (after at least [`ANSWER_WINDOW`]) or the bound is reached, telling
+//! apps `final` before and `complete` after. Root may also defer through `Defer` / `Resume`
+//! on this API.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
 use crate::api::UpdateStatus;
+pub use crate::deferral::{MAX_APP_DEFERRAL, MAX_OS_DEFERRAL, now};
+use crate::deferral::{PendingUpdate, UpdateKind};
 use crate::updater::{UpdateError, Updater, chain};
 
-pub const MAX_OS_DEFERRAL: Duration = Duration::from_secs(24 * 3600);
-pub const MAX_APP_DEFERRAL: Duration = Duration::from_secs(167 * 3600);
+/// How often a pending update is re-announced and the apps' deferrals collected. Also bounds
+/// how late the install starts after the last app resumes.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long apps have to answer the first announcement before the install may start.
+pub const ANSWER_WINDOW: Duration = Duration::from_secs(2);
 
-/// Deferral bookkeeping for one pending update.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Deferral {
-    /// Unix seconds when the update first became pending.
-    pub pending_since: u64,
-    /// Unix seconds until which it is deferred.
-    pub until: u64,
+/// The record of the update being announced: `state_dir/deferral.json`.
+pub fn deferral_path(updater: &Updater) -> std::path::PathBuf {
+    updater.config.state_dir.join("deferral.json")
 }
 
-impl Deferral {
-    /// Applies a request to defer by `seconds` at time `now`; returns the new deadline.
-    /// Never beyond `pending_since + max`.
-    pub fn defer(&mut self, now: u64, seconds: u64, max: Duration) -> u64 {
-        let cap = self.pending_since.saturating_add(max.as_secs());
-        self.until = self.until.max(now.saturating_add(seconds).min(cap));
-        self.until
+/// A kept peer-to-peer connection to the app manager, reopened after a failure (the app
+/// manager may start after us, or restart).
+struct AppManagerLink {
+    socket: std::path::PathBuf,
+    conn: Option<zbus::Connection>,
+    warned: bool,
+}
+
+impl AppManagerLink {
+    /// Announces one event; returns the apps' deferral requests as (ComponentId, until).
+    async fn announce(
+        &mut self,
+        event: &str,
+        status: &str,
+        pending: &PendingUpdate,
+        deferred_until: u64,
+    ) -> Vec<(String, u64)> {
+        match self.try_announce(event, status, pending, deferred_until).await {
+            Ok(list) => {
+                self.warned = false;
+                list
+            }
+            Err(e) => {
+                self.conn = None;
+                // No app manager: no app can defer. Said once per outage, not every second.
+                if !self.warned {
+                    eprintln!("sphere-updated: cannot tell the app manager ({}): {e}", self.socket.display());
+                    self.warned = true;
+                }
+                Vec::new()
+            }
+        }
     }
-}
 
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    async fn try_announce(
+        &mut self,
+        event: &str,
+        status: &str,
+        pending: &PendingUpdate,
+        deferred_until: u64,
+    ) -> Result<Vec<(String, u64)>, String> {
+        if self.conn.is_none() {
+            let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| e.to_string())?;
+            let conn = zbus::connection::Builder::unix_stream(stream).p2p().build().await.map_err(|e| e.to_string())?;
+            self.conn = Some(conn);
+        }
+        let Some(conn) = &self.conn else { return Ok(Vec::new()) };
+        let proxy = sphere_appd_api::AppManagerProxy::new(conn).await.map_err(|e| e.to_string())?;
+        let list = tokio::time::timeout(
+            Duration::from_secs(5),
+            proxy.announce_update(
+                event,
+                status,
+                &pending.release,
+                pending.kind.as_str(),
+                deferred_until,
+                pending.deadline,
+            ),
+        )
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|e| e.to_string())?;
+        Ok(list.into_iter().map(|d| (d.component_id, d.until)).collect())
+    }
 }
 
 /// Snapshot of the device's update state (also `sphere-updated status`).
@@ -61,7 +117,8 @@ type Connections = Arc<Mutex<Vec<zbus::Connection>>>;
 struct Service {
     updater: Arc<Updater>,
     current: Arc<Mutex<UpdateStatus>>,
-    deferral: Arc<Mutex<Deferral>>,
+    /// The update being announced to apps, if any (mirrors `state_dir/deferral.json`).
+    pending: Arc<Mutex<Option<PendingUpdate>>>,
     connections: Connections,
 }
 
@@ -101,12 +158,25 @@ impl Service {
             s.total_bytes = current.total_bytes;
             s.message = current.message;
         }
-        s.deferred_until = self.deferral.lock().await.until;
+        s.deferred_until = self.pending.lock().await.as_ref().map_or(0, |p| p.deferred_until(now()));
         Ok(s)
     }
 
     async fn check(&self) -> zbus::fdo::Result<String> {
         let check = self.updater.check().await.map_err(|e| zbus::fdo::Error::Failed(chain(&e)))?;
+        if check.available.is_none() {
+            // Azure Sphere's SysEvent_Events_NoUpdateAvailable, for apps registered for it.
+            let mut link =
+                AppManagerLink { socket: self.updater.config.appd_socket.clone(), conn: None, warned: false };
+            let none = PendingUpdate {
+                release: String::new(),
+                kind: UpdateKind::App,
+                announced_at: 0,
+                deadline: 0,
+                deferrals: Default::default(),
+            };
+            link.announce("no-update-available", "complete", &none, 0).await;
+        }
         Ok(check.available.map(|r| r.name).unwrap_or_default())
     }
 
@@ -131,37 +201,57 @@ impl Service {
             .iter()
             .find(|r| r.name == name)
             .is_some_and(|r| r.target(sphere_update_format::Kind::OsImage).is_some());
-        // Tell apps and honour their deferrals before touching anything.
-        let max = if has_os { MAX_OS_DEFERRAL } else { MAX_APP_DEFERRAL };
-        {
-            let mut d = self.deferral.lock().await;
-            *d = Deferral { pending_since: now(), until: 0 };
+        // Tell apps and honour their deferrals before touching anything. The record of the
+        // first announcement is kept across restarts, so the bound cannot be reset.
+        let kind = if has_os { UpdateKind::Os } else { UpdateKind::App };
+        let record = deferral_path(&self.updater);
+        let announced = PendingUpdate::resume_or_new(PendingUpdate::load(&record), &name, kind, now());
+        if let Err(e) = announced.save(&record) {
+            eprintln!("sphere-updated: cannot record the announcement in {}: {e}", record.display());
         }
+        let max = announced.deadline.saturating_sub(now());
+        *self.pending.lock().await = Some(announced);
         *self.current.lock().await =
             UpdateStatus { state: "pending".into(), release: name.clone(), ..Default::default() };
         let connections = self.connections.clone();
-        broadcast(
-            &connections,
-            Signal::Pending { release: name.clone(), kind: if has_os { "os" } else { "app" }, max: max.as_secs() },
-        )
-        .await;
+        broadcast(&connections, Signal::Pending { release: name.clone(), kind: kind.as_str(), max }).await;
         let updater = self.updater.clone();
         let current = self.current.clone();
-        let deferral = self.deferral.clone();
+        let pending = self.pending.clone();
         tokio::spawn(async move {
-            // Short window for apps to answer, then wait out any deferral.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            let mut link = AppManagerLink { socket: updater.config.appd_socket.clone(), conn: None, warned: false };
+            let started = Instant::now();
+            let mut last_until = 0;
             loop {
-                let until = deferral.lock().await.until;
                 let t = now();
-                if until <= t {
+                let Some(snapshot) = pending.lock().await.clone() else { return };
+                let until = snapshot.deferred_until(t);
+                let status = if until > 0 { "deferred" } else { "pending" };
+                current.lock().await.state = status.into();
+                let apps = link.announce("update-ready-for-install", status, &snapshot, until).await;
+                let mut guard = pending.lock().await;
+                let Some(p) = guard.as_mut() else { return };
+                if p.merge_app_deferrals(&apps, t) {
+                    if let Err(e) = p.save(&record) {
+                        eprintln!("sphere-updated: cannot record deferrals in {}: {e}", record.display());
+                    }
+                }
+                let until = p.deferred_until(t);
+                if until != last_until {
+                    eprintln!("sphere-updated: release {} deferred until {until} (deadline {})", p.release, p.deadline);
+                    last_until = until;
+                }
+                if started.elapsed() >= ANSWER_WINDOW && p.may_proceed(now()) {
+                    if t >= p.deadline && until > 0 {
+                        eprintln!("sphere-updated: deferral bound reached for release {}: installing", p.release);
+                    }
                     break;
                 }
-                let mut c = current.lock().await;
-                c.state = "deferred".into();
-                drop(c);
-                tokio::time::sleep(Duration::from_secs((until - t).min(60))).await;
+                drop(guard);
+                tokio::time::sleep(ANNOUNCE_INTERVAL).await;
             }
+            let Some(snapshot) = pending.lock().await.clone() else { return };
+            link.announce("update-ready-for-install", "final", &snapshot, 0).await;
             let mut last_emit = 0u64;
             let result = {
                 let current2 = current.clone();
@@ -183,6 +273,14 @@ impl Service {
                     })
                     .await
             };
+            if result.is_ok() {
+                // Done: apps hear `complete`, and the record goes (a later release starts its own clock).
+                link.announce("update-ready-for-install", "complete", &snapshot, 0).await;
+                if let Err(e) = PendingUpdate::clear(&record) {
+                    eprintln!("sphere-updated: cannot remove {}: {e}", record.display());
+                }
+                *pending.lock().await = None;
+            }
             let mut c = current.lock().await;
             match result {
                 Ok(r) => {
@@ -205,17 +303,29 @@ impl Service {
         self.updater.rollback().map_err(|e| zbus::fdo::Error::Failed(chain(&e)))
     }
 
+    /// Root's own deferral (the device's admin, the CLI); apps defer through the app manager.
     async fn defer(&self, component_id: &str, seconds: u64) -> zbus::fdo::Result<u64> {
-        let current = self.current.lock().await.clone();
-        if current.state != "pending" && current.state != "deferred" {
-            return Err(zbus::fdo::Error::Failed("no update is pending".into()));
-        }
         if component_id.is_empty() {
-            return Err(zbus::fdo::Error::InvalidArgs("component id is empty".into()));
+            return Err(zbus::fdo::Error::InvalidArgs("requester name is empty".into()));
         }
-        let mut d = self.deferral.lock().await;
-        let until = d.defer(now(), seconds, MAX_OS_DEFERRAL);
-        eprintln!("sphere-updated: app {component_id} defers release {} until {until}", current.release);
+        let mut guard = self.pending.lock().await;
+        let Some(p) = guard.as_mut() else { return Err(zbus::fdo::Error::Failed("no update is pending".into())) };
+        let until = p.defer(&format!("admin:{component_id}"), seconds, now());
+        if let Err(e) = p.save(&deferral_path(&self.updater)) {
+            eprintln!("sphere-updated: cannot record the deferral: {e}");
+        }
+        eprintln!("sphere-updated: {component_id} defers release {} until {until}", p.release);
+        Ok(until)
+    }
+
+    /// Withdraws a deferral made with `Defer`.
+    async fn resume(&self, component_id: &str) -> zbus::fdo::Result<u64> {
+        let mut guard = self.pending.lock().await;
+        let Some(p) = guard.as_mut() else { return Err(zbus::fdo::Error::Failed("no update is pending".into())) };
+        let until = p.resume(&format!("admin:{component_id}"), now());
+        if let Err(e) = p.save(&deferral_path(&self.updater)) {
+            eprintln!("sphere-updated: cannot record the resume: {e}");
+        }
         Ok(until)
     }
 
@@ -243,14 +353,14 @@ pub async fn serve(updater: Updater) -> Result<(), UpdateError> {
     eprintln!("sphere-updated: serving {} on {}", crate::api::INTERFACE, socket.display());
     let updater = Arc::new(updater);
     let current = Arc::new(Mutex::new(UpdateStatus::default()));
-    let deferral = Arc::new(Mutex::new(Deferral::default()));
+    let pending = Arc::new(Mutex::new(None));
     let connections: Connections = Arc::default();
     loop {
         let (stream, _) = listener.accept().await.map_err(io)?;
         let service = Service {
             updater: updater.clone(),
             current: current.clone(),
-            deferral: deferral.clone(),
+            pending: pending.clone(),
             connections: connections.clone(),
         };
         let built = sphere_dbus_p2p::serve_peer(stream, crate::api::OBJECT_PATH, service);
@@ -258,20 +368,5 @@ pub async fn serve(updater: Updater) -> Result<(), UpdateError> {
             Ok(conn) => connections.lock().await.push(conn),
             Err(e) => eprintln!("sphere-updated: a D-Bus client failed to connect: {e}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deferral_is_bounded_from_first_pending() {
-        let mut d = Deferral { pending_since: 1000, until: 0 };
-        assert_eq!(d.defer(1000, 3600, MAX_OS_DEFERRAL), 4600);
-        // Asking again later cannot extend past 24 h from the first notice.
-        assert_eq!(d.defer(80_000, 86_400, MAX_OS_DEFERRAL), 1000 + 86_400);
-        // A shorter request does not shorten an earlier, longer one.
-        assert_eq!(d.defer(2000, 10, MAX_OS_DEFERRAL), 1000 + 86_400);
     }
 }
