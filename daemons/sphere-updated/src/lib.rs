@@ -8,15 +8,12 @@
 //! - [`root_store`]: the trusted TUF root, kept power-cut safe.
 //! - [`deferral`]: apps' update deferral, bounded from the first announcement (24 h for an
 //!   OS update), kept across restarts.
-//! - [`deferral`]: apps' update deferral, bounded from the first announcement (24 h for an
-//!   OS update), kept across restarts.
 //! - [`api`]: the D-Bus interface `org.opensphere.Update1`.
 //!
 //! See `docs/updates.md` for the design and the threat model.
 
 pub mod api;
 pub mod config;
-pub mod deferral;
 pub mod deferral;
 pub mod download;
 pub mod http;
