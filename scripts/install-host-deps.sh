@@ -27,8 +27,9 @@ declare -A GROUP_PACKAGES=(
   [cloud]="mosquitto mosquitto-clients postgresql"
   # sphere-netd's firewall test and benchmark: namespaces, veths and nft to list the table.
   [netd]="nftables iproute2 util-linux python3"
-  # A/B slots: sfdisk for the GPT A/B disk, libubootenv's fw_printenv/fw_setenv to check the record format.
-  [ab]="fdisk libubootenv-tool e2fsprogs erofs-utils"
+  # A/B slots: sfdisk for the GPT A/B disk, libubootenv's fw_printenv/fw_setenv to check the record format;
+  # socat relays the QEMU guest's HTTPS connections to the host's update server (power cuts during downloads).
+  [ab]="fdisk libubootenv-tool e2fsprogs erofs-utils socat"
   # sphere-attestd: swtpm (+ swtpm_ioctl) as the TPM in host tests and under QEMU, mosquitto for the
   # mutual-TLS link and the MQTT benchmark (mosquitto_pub/mosquitto_sub as the comparison).
   [attest]="swtpm swtpm-tools mosquitto mosquitto-clients socat e2fsprogs erofs-utils"

@@ -2,7 +2,8 @@
 """OpenSphere's inter-core protocol in Python (stdlib only), for host-side tools and tests.
 
 The format is docs/intercore-protocol.md; daemons/sphere-intercore is the reference
-implementation. CRC-32 is zlib's, CRC-16/CCITT-FALSE is binascii.crc_hqx(data, 0xFFFF).
+implementation. CRC-32 is zlib's, CRC-16/CCITT-FALSE is binascii.crc_hqx(data, 0xFFFF), and
+the compact frame's CRC-8/SMBUS is crc8() below.
 
 Usage: scripts/intercore.py seed DIR   write fuzz seeds for the intercore_stream target
 """
@@ -14,8 +15,10 @@ import uuid
 import zlib
 
 SYNC = b"\xa5\x5a"
+COMPACT_SYNC = b"\xa5\xc3"
 VERSION = 1
 HEADER_LEN = 46
+COMPACT_HEADER_LEN = 8
 MAX_PAYLOAD = 1040
 ACK, CREDIT, DATA, RESET = 0x01, 0x02, 0x04, 0x08
 
@@ -33,6 +36,26 @@ def encode(src, dst, payload=b"", flags=DATA, seq=0, ack=0, credit=0):
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def crc8(data):
+    """CRC-8/SMBUS (polynomial 0x07, init 0): a compact frame's header check."""
+    c = 0
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+    return c
+
+
+def encode_compact(channel, payload=b"", flags=DATA, seq=0, credit=0):
+    """A compact data frame on `channel` (1..255; only CREDIT and DATA flags; low bytes of seq
+    and credit)."""
+    assert 1 <= channel <= 255 and len(payload) <= MAX_PAYLOAD and not flags & ~(CREDIT | DATA)
+    head = COMPACT_SYNC + struct.pack("<BHBB", channel, len(payload) | flags << 11, seq & 0xFF, credit & 0xFF)
+    head += bytes([crc8(head)])
+    body = head + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
 class Decoder:
     """Finds frames in a byte stream, resynchronising after garbage (like the Rust Decoder)."""
 
@@ -43,11 +66,20 @@ class Decoder:
         self.buf += data
         frames = []
         while True:
-            at = self.buf.find(SYNC)
-            if at < 0:
+            found = [at for at in (self.buf.find(SYNC), self.buf.find(COMPACT_SYNC)) if at >= 0]
+            if not found:
                 self.buf = self.buf[-1:] if self.buf.endswith(SYNC[:1]) else b""
                 return frames
-            self.buf = self.buf[at:]
+            self.buf = self.buf[min(found):]
+            if self.buf.startswith(COMPACT_SYNC):
+                verdict = self._compact()
+                if verdict == "more":
+                    return frames
+                if verdict is None:
+                    self.buf = self.buf[1:]
+                else:
+                    frames.append(verdict)
+                continue
             if len(self.buf) < HEADER_LEN:
                 return frames
             version, flags, length = struct.unpack_from("<BBH", self.buf, 2)
@@ -71,11 +103,31 @@ class Decoder:
             })
             self.buf = self.buf[total:]
 
+    def _compact(self):
+        """The compact frame at the front: a frame dict (consumed), None (not one), or "more"."""
+        if len(self.buf) < COMPACT_HEADER_LEN:
+            return "more"
+        channel, word, seq, credit, hcrc = struct.unpack_from("<BHBBB", self.buf, 2)
+        flags, length = word >> 11, word & 0x7FF
+        if channel == 0 or flags & ~(CREDIT | DATA) or length > MAX_PAYLOAD or crc8(self.buf[:7]) != hcrc:
+            return None
+        total = COMPACT_HEADER_LEN + length + 4
+        if len(self.buf) < total:
+            return "more"
+        (crc,) = struct.unpack_from("<I", self.buf, total - 4)
+        if zlib.crc32(self.buf[: total - 4]) != crc:
+            return None
+        frame = {"flags": flags, "channel": channel, "seq": seq, "credit": credit,
+                 "payload": self.buf[COMPACT_HEADER_LEN: total - 4]}
+        self.buf = self.buf[total:]
+        return frame
+
 
 def seed(directory):
     os.makedirs(directory, exist_ok=True)
     a, b = bytes(range(16)), bytes(range(16, 32))
     frames = encode(a, b, b"hello", DATA | ACK | CREDIT, 1, 2, 6) + encode(b, a, b"", ACK | CREDIT)
+    frames += encode_compact(7, b"compact", DATA | CREDIT, 300, 301)
     # Mode 0 (raw stream), chunk byte 3: garbage, two frames, a truncated one.
     with open(os.path.join(directory, "raw-stream"), "wb") as f:
         f.write(b"\x00\x03" + b"junk\xa5" + frames + encode(a, b, b"x" * 40)[:30])

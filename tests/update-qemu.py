@@ -132,6 +132,7 @@ class Harness:
             os.makedirs(os.path.join(tree, "usr/share"), exist_ok=True)
             with open(os.path.join(tree, "usr/share/update-test.pad"), "wb") as f:
                 f.write(random.Random(version).randbytes(pad_mib << 20))
+        self.customize_tree(tree)
         image = os.path.join(self.work, name + ".erofs")
         subprocess.run(["mkfs.erofs", "--quiet", "-zlz4hc,12", "-T0", "--all-root", image, tree], check=True)
         shutil.rmtree(tree)
@@ -139,6 +140,9 @@ class Harness:
         self.images[name] = {"path": image, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                              "version": str(version)}
         return self.images[name]
+
+    def customize_tree(self, tree):
+        """Hook for subclasses (tests/update-qemu-download.py adds sphere-updated and its config)."""
 
     def fresh_disk(self, rootfs_a, version_a):
         out = subprocess.run([os.path.join(REPO, "scripts/make-ab-disk.sh"), "--out", self.disk, "--rootfs-a",
@@ -154,11 +158,14 @@ class Harness:
         return json.loads(out.stdout)
 
     # --- booting ------------------------------------------------------------------------------
-    def boot(self, name, update=None, command=None, kill_after_install=None, timeout=90, append=()):
+    def boot(self, name, update=None, command=None, kill_after_install=None, timeout=90, append=(),
+             start_marker="[update-test] sphere-slots: install-start", run_args=()):
+        """One QEMU run. With `kill_after_install`, QEMU is killed that many seconds after the
+        console shows `start_marker`. `run_args`: more scripts/run-qemu.sh options."""
         self.boots += 1
         log = os.path.join(self.work, f"{self.boots:03d}-{name}.log")
         cmd = [os.path.join(REPO, "scripts/run-qemu.sh"), "--image-dir", self.args.boot_dir, "--disk", self.disk,
-               "--quiet", "--log", log, "--timeout", str(timeout)]
+               "--quiet", "--log", log, "--timeout", str(timeout), *run_args]
         for word in append:
             cmd += ["--append", word]
         extra = []
@@ -192,7 +199,7 @@ class Harness:
             partial = lines.pop()
             for line in lines:
                 boot.parse_line(line)
-                if install_seen_at is None and "[update-test] sphere-slots: install-start" in line:
+                if install_seen_at is None and start_marker in line:
                     install_seen_at = time.monotonic()
             if status is not None:
                 boot.status = status

@@ -54,6 +54,18 @@ struct Conn {
     socket: Arc<OwnedFd>,
     /// Distinguishes a reopened connection from the one an old thread served.
     generation: u64,
+    /// The compact-frame channel assigned in our RESET (0: none free; full frames only).
+    channel: u8,
+    /// Whether the real-time side has sent on `channel`, so it surely knows it: only then do
+    /// our frames go compact (a lost RESET must not make them unroutable).
+    compact: bool,
+}
+
+impl Conn {
+    /// The channel our frames carry: compact once the peer has shown it knows the channel.
+    fn send_channel(&self) -> u8 {
+        if self.compact { self.channel } else { 0 }
+    }
 }
 
 #[derive(Default)]
@@ -61,7 +73,37 @@ struct State {
     /// Keyed by (high-level app, real-time app).
     conns: HashMap<(Uuid, Uuid), Conn>,
     generation: u64,
+    /// Where the search for a free channel starts: channels go round the 255 values, so a
+    /// closed connection's number is reused as late as possible (frames the real-time side
+    /// sent on it before it heard of the reuse are long gone by then).
+    last_channel: u8,
     stats: BrokerStats,
+}
+
+impl State {
+    /// A channel no other open connection uses (0 when all 255 are taken).
+    fn free_channel(&mut self, replacing: (Uuid, Uuid)) -> u8 {
+        for step in 1..=255u16 {
+            let candidate = ((u16::from(self.last_channel) + step - 1) % 255 + 1) as u8;
+            if !self.conns.iter().any(|(key, c)| *key != replacing && c.channel == candidate) {
+                self.last_channel = candidate;
+                return candidate;
+            }
+        }
+        0
+    }
+}
+
+/// The connection a frame from the real-time core is for: by channel when compact (which also
+/// proves the peer knows the channel), else by the two component ids.
+fn route<'a>(conns: &'a mut HashMap<(Uuid, Uuid), Conn>, header: &Header) -> Option<((Uuid, Uuid), &'a mut Conn)> {
+    if header.channel == 0 {
+        let key = (Uuid::from_bytes(header.dst.0), Uuid::from_bytes(header.src.0));
+        return conns.get_mut(&key).map(|conn| (key, conn));
+    }
+    let (key, conn) = conns.iter_mut().find(|(_, c)| c.channel == header.channel)?;
+    conn.compact = true;
+    Some((*key, conn))
 }
 
 /// The A7 end of the inter-core link.
@@ -148,10 +190,9 @@ impl Broker {
 
     /// A frame from the real-time core.
     fn on_frame(&self, header: &Header, payload: &[u8]) {
-        let key = (Uuid::from_bytes(header.dst.0), Uuid::from_bytes(header.src.0));
         let mut state = lock(&self.state);
         let state = &mut *state;
-        let Some(conn) = state.conns.get_mut(&key) else {
+        let Some((key, conn)) = route(&mut state.conns, header) else {
             state.stats.unrouted += 1;
             return;
         };
@@ -177,7 +218,11 @@ impl Broker {
             }
             RxVerdict::Duplicate | RxVerdict::Overrun => state.stats.dropped += 1,
         }
-        let control = conn.flow.credit_pending().then(|| conn.flow.control(key.0.into_cid(), key.1.into_cid()));
+        // Credit that is not due yet rides on the app's next message (see Flow::credit_due).
+        let control = conn
+            .flow
+            .credit_due()
+            .then(|| Header { channel: conn.send_channel(), ..conn.flow.control(key.0.into_cid(), key.1.into_cid()) });
         self.credit.notify_all();
         if let Some(header) = control {
             // Written under the state lock so credit frames stay in order with the state.
@@ -198,10 +243,14 @@ impl Broker {
             state.generation += 1;
             let generation = state.generation;
             let mut flow = Flow::new(DEFAULT_WINDOW);
-            // RESET: the real-time app starts its side of the connection over too.
+            // RESET: the real-time app starts its side of the connection over too, and learns
+            // the channel for compact frames from the payload.
             let reset = flow.reset(cid(app), cid(rt));
-            state.conns.insert((app, rt), Conn { flow, socket: Arc::clone(&ours), generation });
-            self.write_frame(&reset, &[])?;
+            let channel = if flow.compact_ok() { state.free_channel((app, rt)) } else { 0 };
+            let conn = Conn { flow, socket: Arc::clone(&ours), generation, channel, compact: false };
+            state.conns.insert((app, rt), conn);
+            let assignment = [channel];
+            self.write_frame(&reset, if channel == 0 { &[] } else { &assignment })?;
             generation
         };
         self.credit.notify_all();
@@ -237,7 +286,7 @@ impl Broker {
                     return;
                 };
                 if let Some(header) = conn.flow.next_data(cid(app), cid(rt)) {
-                    break header;
+                    break Header { channel: conn.send_channel(), ..header };
                 }
                 state = self.credit.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
             };
@@ -275,15 +324,25 @@ fn wait_readable(fd: &File, deadline: std::time::Instant) -> std::io::Result<()>
     }
 }
 
-/// The benchmark's baseline (scripts/bench-intercore.sh): `count` round trips of `size` raw
+/// The benchmark's baselines (scripts/bench-intercore.sh): `count` round trips of `size` raw
 /// bytes over the same link, no framing, no broker, no app socket. The firmware's link control
-/// endpoint is asked (in a frame) to echo the next `count * size` bytes unframed; it answers
+/// endpoint is asked (in a frame) to echo the next `count * size` bytes unframed, each byte as
+/// it arrives or (`per_message`) each `size` bytes once all have arrived; it answers
 /// `raw-echo ready N` and the raw round trips follow. Runs before the broker starts.
-pub fn raw_echo_bench(link: &mut File, count: usize, size: usize) -> std::io::Result<Vec<std::time::Duration>> {
+pub fn raw_echo_bench(
+    link: &mut File,
+    count: usize,
+    size: usize,
+    per_message: bool,
+) -> std::io::Result<Vec<std::time::Duration>> {
     let mut flow = Flow::new(DEFAULT_WINDOW);
     let mut frame = [0u8; MAX_FRAME];
     let reset = flow.reset(LINK_CONTROL, LINK_CONTROL);
-    let request = format!("raw-echo {}", count * size);
+    let request = if per_message {
+        format!("raw-echo {} per {size}", count * size)
+    } else {
+        format!("raw-echo {}", count * size)
+    };
     let header = flow.next_data(LINK_CONTROL, LINK_CONTROL).ok_or_else(|| std::io::Error::other("no credit"))?;
     for (h, payload) in [(&reset, &b""[..]), (&header, request.as_bytes())] {
         let n =
@@ -491,6 +550,36 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = app.recv(&mut buf).expect("reply");
         assert_eq!(&buf[..n], b"pong");
+    }
+
+    #[test]
+    fn ping_pong_goes_compact_with_credit_riding_on_data() {
+        let (broker, mut core) = setup();
+        let app = UnixDatagram::from(broker.connect(APP, RT).expect("connect"));
+        app.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let (reset, assignment) = core.next_frame();
+        assert!(reset.flags.contains(sphere_intercore::Flags::RESET));
+        let [channel] = assignment[..] else { panic!("the RESET assigns a channel: {assignment:?}") };
+        assert_ne!(channel, 0);
+        let mut rt_flow = Flow::new(DEFAULT_WINDOW);
+        rt_flow.on_receive(&reset);
+        let mut buf = [0u8; 64];
+        for i in 0..40u8 {
+            app.send(&[i; 8]).expect("send");
+            // Every frame on the wire is the app's message: no credit frame of its own.
+            let (h, payload) = core.next_frame();
+            assert!(h.flags.contains(sphere_intercore::Flags::DATA), "message {i}: {h:?}");
+            // Full until the core has used the channel once, compact from then on.
+            assert_eq!(h.channel, if i == 0 { 0 } else { channel }, "message {i}");
+            assert_eq!(rt_flow.on_receive(&h), RxVerdict::Deliver, "message {i}");
+            assert_eq!(payload, [i; 8]);
+            rt_flow.release();
+            let reply = Header { channel, ..rt_flow.next_data(cid(RT), cid(APP)).expect("credit") };
+            core.send(&reply, &[i ^ 0xFF; 8]);
+            let n = app.recv(&mut buf).expect("reply");
+            assert_eq!(&buf[..n], &[i ^ 0xFF; 8]);
+        }
+        assert_eq!(broker.stats().frames_in, 40);
     }
 
     #[test]

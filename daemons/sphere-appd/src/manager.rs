@@ -727,18 +727,21 @@ fn raw_echo_bench_if_asked(config: &Config, link: &mut std::fs::File) {
         return;
     };
     let (count, size) = (count.clamp(1, 10_000), size.clamp(1, 1024));
-    match crate::intercore::raw_echo_bench(link, count, size) {
-        Ok(mut times) => {
-            times.sort();
-            let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)].as_micros();
-            eprintln!(
-                "sphere-appd: intercore raw-echo ok={}/{count} size={size} median_us={} p99_us={}",
-                times.len(),
-                at(50),
-                at(99)
-            );
+    // Both baselines: bytes echoed as they arrive, then whole messages echoed once complete.
+    for (name, per_message) in [("raw-echo", false), ("raw-message-echo", true)] {
+        match crate::intercore::raw_echo_bench(link, count, size, per_message) {
+            Ok(mut times) => {
+                times.sort();
+                let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)].as_micros();
+                eprintln!(
+                    "sphere-appd: intercore {name} ok={}/{count} size={size} median_us={} p99_us={}",
+                    times.len(),
+                    at(50),
+                    at(99)
+                );
+            }
+            Err(error) => eprintln!("sphere-appd: intercore {name} failed: {error}"),
         }
-        Err(error) => eprintln!("sphere-appd: intercore raw-echo failed: {error}"),
     }
 }
 

@@ -5,9 +5,10 @@
 //! `sphere-cloud mosquitto-config` enforces, with the same certificates and topics:
 //!
 //! - TLS with a client certificate issued by sphere-cloud's CA, checked against `crl.pem`
-//!   (re-read whenever sphere-cloud rewrites it, so a revocation takes effect at the next
-//!   connection without a reload) and against the certificate's validity period (a session is
-//!   also closed when its certificate expires);
+//!   (re-read whenever sphere-cloud rewrites it, so a revocation takes effect without a reload:
+//!   new connections are refused and connected sessions with a revoked certificate are closed
+//!   within [`CRL_POLL`]) and against the certificate's validity period (a session is also
+//!   closed when its certificate expires);
 //! - the certificate's CN is the client's identity (mosquitto's `use_identity_as_username`);
 //! - ACL ([`may_publish`], [`may_subscribe`]): a device may only publish and subscribe under
 //!   `sphere/devices/<its id>/`; sphere-cloud (CN `sphere-cloud`) under `sphere/devices/`.
@@ -44,6 +45,8 @@ pub const MAX_PACKET: usize = 256 * 1024;
 /// client must not make the broker's memory grow without bound).
 const QUEUE: usize = 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `crl.pem` is checked for changes, to close sessions whose certificate was revoked.
+pub const CRL_POLL: Duration = Duration::from_secs(2);
 
 /// Who a client is, from its certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +126,8 @@ enum Outgoing {
 struct Session {
     identity: Identity,
     client_id: String,
+    /// The client certificate's serial (DER integer bytes), to close the session on revocation.
+    serial: Vec<u8>,
     tx: mpsc::Sender<Outgoing>,
     filters: Vec<(String, QoS)>,
 }
@@ -164,7 +169,7 @@ impl Broker {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn register(&self, identity: Identity, client_id: String, tx: mpsc::Sender<Outgoing>) -> u64 {
+    fn register(&self, identity: Identity, client_id: String, serial: Vec<u8>, tx: mpsc::Sender<Outgoing>) -> u64 {
         let mut state = self.lock();
         state.next += 1;
         let id = state.next;
@@ -182,8 +187,21 @@ impl Broker {
                 state.by_device.entry(device.clone()).or_default().insert(id);
             }
         }
-        state.sessions.insert(id, Session { identity, client_id, tx, filters: Vec::new() });
+        state.sessions.insert(id, Session { identity, client_id, serial, tx, filters: Vec::new() });
         id
+    }
+
+    /// Close every session whose certificate serial is in `revoked`; returns how many.
+    fn close_revoked(&self, revoked: &HashSet<Vec<u8>>) -> usize {
+        let state = self.lock();
+        let mut closed = 0;
+        for session in state.sessions.values().filter(|s| revoked.contains(&s.serial)) {
+            // try_send: a full queue means the session is stuck; it ends at its keep-alive.
+            if session.tx.try_send(Outgoing::Close("certificate revoked: session closed")).is_ok() {
+                closed += 1;
+            }
+        }
+        closed
     }
 
     fn unregister(&self, id: u64) {
@@ -274,7 +292,7 @@ impl Broker {
     pub fn attach_local(&self, filters: &[String]) -> mpsc::Receiver<Publish> {
         let (tx, mut rx) = mpsc::channel(QUEUE * 16);
         let (out_tx, out_rx) = mpsc::channel(QUEUE * 16);
-        let id = self.register(Identity::Service, "sphere-cloud (in-process)".into(), tx);
+        let id = self.register(Identity::Service, "sphere-cloud (in-process)".into(), Vec::new(), tx);
         let granted: Vec<_> = filters
             .iter()
             .filter(|f| may_subscribe(&Identity::Service, f))
@@ -332,7 +350,7 @@ impl Broker {
             .await
             .map_err(|_| "TLS handshake timed out".to_owned())?
             .map_err(|e| format!("TLS handshake refused: {e}"))?;
-        let (identity, not_after) = {
+        let (identity, not_after, serial) = {
             let (_, connection) = stream.get_ref();
             let cert = connection.peer_certificates().and_then(|c| c.first()).ok_or("no client certificate")?;
             peer_identity(cert.as_ref())?
@@ -364,7 +382,7 @@ impl Broker {
             connect.client_id.clone()
         };
         let (tx, mut rx) = mpsc::channel(QUEUE);
-        let session = self.register(identity.clone(), client_id, tx);
+        let session = self.register(identity.clone(), client_id, serial, tx);
         let result =
             self.session(session, &identity, &connect, not_after, &mut reader, &mut writer, &mut buf, &mut rx).await;
         self.unregister(session);
@@ -521,8 +539,8 @@ impl Broker {
     }
 }
 
-/// The identity and expiry (unix seconds) of a verified client certificate (DER).
-fn peer_identity(der: &[u8]) -> Result<(Identity, i64), String> {
+/// The identity, expiry (unix seconds) and serial of a verified client certificate (DER).
+fn peer_identity(der: &[u8]) -> Result<(Identity, i64, Vec<u8>), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("client certificate: {e}"))?;
     let cn = cert
         .subject()
@@ -530,7 +548,7 @@ fn peer_identity(der: &[u8]) -> Result<(Identity, i64), String> {
         .next()
         .and_then(|cn| cn.as_str().ok())
         .ok_or("client certificate has no CN")?;
-    Ok((identity_from_cn(cn)?, cert.validity().not_after.timestamp()))
+    Ok((identity_from_cn(cn)?, cert.validity().not_after.timestamp(), cert.raw_serial().to_vec()))
 }
 
 /// The broker's TLS configuration: server certificate `mqtt-server.crt`, client certificates
@@ -541,7 +559,19 @@ pub struct TlsSource {
     certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
     roots: Arc<rustls::RootCertStore>,
-    cached: Mutex<Option<(Vec<u8>, Arc<rustls::ServerConfig>)>>,
+    cached: Mutex<Option<Crl>>,
+}
+
+/// Serials (DER integer bytes) listed in the CRL.
+type Revoked = Arc<HashSet<Vec<u8>>>;
+
+/// One version of `crl.pem`: its bytes, the TLS configuration checking it, the serials it
+/// revokes, and a generation number that changes with it.
+struct Crl {
+    bytes: Vec<u8>,
+    config: Arc<rustls::ServerConfig>,
+    revoked: Revoked,
+    generation: u64,
 }
 
 impl TlsSource {
@@ -560,17 +590,28 @@ impl TlsSource {
 
     /// The configuration for the CRL on disk now. Fails closed: no readable CRL, no connections.
     pub fn current(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        self.current_crl().map(|(config, _, _)| config)
+    }
+
+    /// The configuration, the revoked serials and the CRL's generation.
+    fn current_crl(&self) -> Result<(Arc<rustls::ServerConfig>, Revoked, u64), String> {
         let path = self.data.join("crl.pem");
         let crl = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((bytes, config)) = cached.as_ref()
-            && *bytes == crl
+        if let Some(current) = cached.as_ref()
+            && current.bytes == crl
         {
-            return Ok(config.clone());
+            return Ok((current.config.clone(), current.revoked.clone(), current.generation));
         }
         let crls = rustls_pemfile::crls(&mut crl.as_slice())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut revoked = HashSet::new();
+        for der in &crls {
+            let (_, parsed) =
+                x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| format!("{}: {e}", path.display()))?;
+            revoked.extend(parsed.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()));
+        }
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots.clone(), tls::provider())
             .with_crls(crls)
             .only_check_end_entity_revocation()
@@ -583,8 +624,10 @@ impl TlsSource {
             .with_single_cert(self.certs.clone(), self.key.clone_key())
             .map_err(|e| format!("mqtt-server.crt: {e}"))?;
         let config = Arc::new(config);
-        *cached = Some((crl, config.clone()));
-        Ok(config)
+        let revoked = Arc::new(revoked);
+        let generation = cached.as_ref().map_or(1, |c| c.generation + 1);
+        *cached = Some(Crl { bytes: crl, config: config.clone(), revoked: revoked.clone(), generation });
+        Ok((config, revoked, generation))
     }
 }
 
@@ -598,7 +641,27 @@ pub async fn start(data: &Path, listen: SocketAddr) -> Result<(Arc<Broker>, Sock
         .map_err(|e| format!("embedded MQTT broker on {listen}: {e} (choose another --mqtt-listen, or --no-mqtt)"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let broker = Broker::new();
-    tokio::spawn(broker.clone().serve(listener, tls));
+    tokio::spawn(broker.clone().serve(listener, tls.clone()));
+    // Revocation for sessions already connected: whenever crl.pem changes, close the sessions
+    // whose certificate it lists (mosquitto only checks the CRL at the handshake).
+    let watcher = broker.clone();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            match tls.current_crl() {
+                Ok((_, revoked, generation)) if generation != seen => {
+                    seen = generation;
+                    let closed = watcher.close_revoked(&revoked);
+                    if closed > 0 {
+                        eprintln!("sphere-cloud: mqtt broker: closed {closed} session(s) with a revoked certificate");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("sphere-cloud: mqtt broker: {e}"),
+            }
+            tokio::time::sleep(CRL_POLL).await;
+        }
+    });
     Ok((broker, address))
 }
 
@@ -674,8 +737,8 @@ mod tests {
         let broker = Broker::new();
         let (tx_a, mut rx_a) = mpsc::channel(8);
         let (tx_b, mut rx_b) = mpsc::channel(8);
-        let a = broker.register(device(A), "a".into(), tx_a);
-        let b = broker.register(device(B), "b".into(), tx_b);
+        let a = broker.register(device(A), "a".into(), vec![1], tx_a);
+        let b = broker.register(device(B), "b".into(), vec![2], tx_b);
         broker.subscribe(a, &[(format!("sphere/devices/{A}/#"), QoS::AtLeastOnce)]);
         broker.subscribe(b, &[(format!("sphere/devices/{B}/#"), QoS::AtMostOnce)]);
         let mut cloud = broker.attach_local(&["sphere/devices/+/telemetry".to_owned()]);
@@ -704,12 +767,15 @@ mod tests {
 
         // A second connection with the same identity and client id takes the session over.
         let (tx_a2, _rx_a2) = mpsc::channel(8);
-        broker.register(device(A), "a".into(), tx_a2);
+        broker.register(device(A), "a".into(), vec![3], tx_a2);
         let mut closed = false;
         while let Ok(message) = rx_a.try_recv() {
             closed |= matches!(message, Outgoing::Close(_));
         }
         assert!(closed, "the old session was not told to close");
+        // Revocation closes exactly the sessions with a listed serial.
+        assert_eq!(broker.close_revoked(&HashSet::from([vec![2], vec![99]])), 1);
+        assert!(matches!(rx_b.try_recv(), Ok(Outgoing::Close(_))), "B's session not closed on revocation");
         broker.unregister(b);
         assert!(!broker.lock().by_device.contains_key(B));
     }

@@ -356,6 +356,36 @@ fn attacks_are_refused_embedded_broker() {
     let env = Env::start_embedded(None);
     run_attacks(&env);
     third_party_client_on_embedded_broker(&env);
+    revocation_closes_a_connected_session(&env);
+}
+
+/// The embedded broker watches crl.pem: a session whose certificate is revoked while it is
+/// connected is closed (mosquitto checks the CRL only at the handshake).
+fn revocation_closes_a_connected_session(env: &Env) {
+    let device = env.device(false, Profile::default());
+    let certificate = honest(env, &device).certificate.unwrap();
+    let rt = runtime();
+    let (client, mut events) = rt
+        .block_on(mqtt_connect(env, &certificate.certificate_pem, &device.tls_key_pem, &device.id))
+        .expect("device connects");
+    let (ended_tx, ended_rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _client = client;
+        loop {
+            if let Err(e) = events.poll().await {
+                let _ = ended_tx.send(e.to_string());
+                return;
+            }
+        }
+    });
+    assert!(ended_rx.recv_timeout(Duration::from_secs(3)).is_err(), "the session ended before any revocation");
+    let _: serde_json::Value = env
+        .operator()
+        .send("POST", &format!("/v1/certificates/{}/revoke", certificate.serial), &serde_json::json!({}))
+        .unwrap();
+    let ended = ended_rx.recv_timeout(sphere_cloud::broker::CRL_POLL + Duration::from_secs(5));
+    assert!(ended.is_ok(), "REVOKED CERTIFICATE: the connected session stayed open\n{}", env.logs());
+    eprintln!("embedded broker: a connected session closed after its certificate was revoked ({})", ended.unwrap());
 }
 
 /// mosquitto's own clients (another MQTT implementation than the one in the broker) against

@@ -6,11 +6,11 @@
 //! sight, all of them) and looks again, so garbage before, between or after frames, a truncated
 //! frame, or a corrupted one costs at most the frames it overlaps.
 //!
-//! A candidate header is checked by its own CRC-16 before the decoder waits for the rest of the
-//! frame, so a corrupted length field cannot stall the stream waiting for bytes that belong to the
-//! next frame.
+//! A candidate header is checked by its own CRC (CRC-16, or CRC-8 for a compact frame) before
+//! the decoder waits for the rest of the frame, so a corrupted length field cannot stall the
+//! stream waiting for bytes that belong to the next frame.
 
-use crate::frame::{CRC_LEN, Frame, FrameError, HEADER_LEN, MAX_FRAME, SYNC, parse_header};
+use crate::frame::{COMPACT_SYNC, CRC_LEN, Frame, FrameError, MAX_FRAME, SYNC, parse_header};
 
 /// Counters for diagnostics (they wrap).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -113,17 +113,16 @@ impl<const N: usize> Decoder<N> {
         self.release();
         loop {
             let data = &self.buf[self.start..self.end];
-            // Skip to the next possible sync (a lone 0xA5 at the end may start one).
-            let at = data.windows(2).position(|w| w == SYNC).unwrap_or(if data.last() == Some(&SYNC[0]) {
-                data.len() - 1
-            } else {
-                data.len()
-            });
+            // Skip to the next possible sync of either kind (a lone 0xA5 at the end may start one).
+            let at = data
+                .windows(2)
+                .position(|w| w == SYNC || w == COMPACT_SYNC)
+                .unwrap_or(if data.last() == Some(&SYNC[0]) { data.len() - 1 } else { data.len() });
             if at > 0 {
                 self.skip(at);
                 continue;
             }
-            let (header, len) = match parse_header(data) {
+            let (header, len, header_len) = match parse_header(data) {
                 Ok(ok) => ok,
                 Err(FrameError::Incomplete { .. }) => return None,
                 Err(_) => {
@@ -132,7 +131,7 @@ impl<const N: usize> Decoder<N> {
                     continue;
                 }
             };
-            let total = HEADER_LEN + len + CRC_LEN;
+            let total = header_len + len + CRC_LEN;
             if data.len() < total {
                 return None;
             }
@@ -140,7 +139,7 @@ impl<const N: usize> Decoder<N> {
                 Ok(_) => {
                     self.pending = total;
                     self.stats.frames = self.stats.frames.wrapping_add(1);
-                    let payload = &self.buf[self.start + HEADER_LEN..self.start + HEADER_LEN + len];
+                    let payload = &self.buf[self.start + header_len..self.start + header_len + len];
                     return Some(Frame { header, payload });
                 }
                 Err(_) => {

@@ -124,6 +124,7 @@ impl Flow {
             seq: self.next_seq,
             ack: self.expected,
             credit: self.advertised,
+            channel: 0,
         }
     }
 
@@ -151,6 +152,33 @@ impl Flow {
         if left > 0x7FFF { 0 } else { left }
     }
 
+    /// Whether a credit update should go out now in a control frame of its own: it moved, and
+    /// the peer is down to half its window or less. Otherwise it waits to ride on our next data
+    /// frame: on a byte-bound link a standalone credit frame sent after every delivery sits in
+    /// front of the next request and costs its bytes in latency. Never a deadlock: a peer that
+    /// keeps sending runs its credit down to half the window, and each release from then on
+    /// makes this true.
+    pub fn credit_due(&self) -> bool {
+        self.credit_pending() && self.peer_credit() <= self.window / 2
+    }
+
+    /// Whether compact frames (one-byte sequence numbers and credit limits) can carry this
+    /// connection: every number in flight is then within ±127 of the one it is restored from.
+    pub fn compact_ok(&self) -> bool {
+        self.window <= 127
+    }
+
+    /// Restores a compact frame's full sequence number and credit limit from their low bytes:
+    /// a fresh data frame's number lies in `[expected, expected + window)` and a duplicate's
+    /// just before it; a credit limit lies within a window of our own next number.
+    fn widen(&self, h: &Header) -> Header {
+        if h.channel == 0 {
+            return *h;
+        }
+        let near = |base: u16, low: u16| base.wrapping_add(((low as u8).wrapping_sub(base as u8) as i8) as u16);
+        Header { seq: near(self.expected, h.seq), credit: near(self.next_seq, h.credit), ..*h }
+    }
+
     /// The window this connection was opened with.
     pub fn window(&self) -> u16 {
         self.window
@@ -161,6 +189,7 @@ impl Flow {
         if h.flags.contains(Flags::RESET) {
             *self = Self::new(self.window);
         }
+        let h = &self.widen(h);
         if h.flags.contains(Flags::CREDIT)
             && seq_before(self.limit, h.credit)
             && h.credit.wrapping_sub(self.next_seq) <= 0x7FFF
@@ -250,6 +279,61 @@ mod tests {
             rx.release();
             tx.on_receive(&rx.control(B, A));
         }
+    }
+
+    /// What a compact frame keeps of a header: the low bytes.
+    fn compact(h: Header, channel: u8) -> Header {
+        Header {
+            seq: h.seq & 0xFF,
+            credit: h.credit & 0xFF,
+            ack: 0,
+            src: ComponentId::default(),
+            dst: ComponentId::default(),
+            channel,
+            ..h
+        }
+    }
+
+    #[test]
+    fn compact_frames_wrap_like_full_ones() {
+        let mut tx = Flow::new(4);
+        let mut rx = Flow::new(4);
+        for i in 0..70_000u32 {
+            let h = tx.next_data(A, B).unwrap();
+            assert_eq!(rx.on_receive(&compact(h, 7)), RxVerdict::Deliver, "frame {i}");
+            rx.release();
+            assert_eq!(tx.on_receive(&compact(rx.control(B, A), 7)), RxVerdict::Control);
+            assert_eq!(tx.credits(), 4, "frame {i}");
+        }
+        // Duplicates, gaps and overruns are still told apart from the low bytes alone.
+        let old = compact(tx.next_data(A, B).unwrap(), 7);
+        assert_eq!(rx.on_receive(&old), RxVerdict::Deliver);
+        rx.release();
+        assert_eq!(rx.on_receive(&old), RxVerdict::Duplicate);
+        let _lost = tx.next_data(A, B).unwrap();
+        let after = compact(tx.next_data(A, B).unwrap(), 7);
+        assert_eq!(rx.on_receive(&after), RxVerdict::DeliverAfterGap { lost: 1 });
+        let beyond = Header { seq: after.seq.wrapping_add(9) & 0xFF, ..after };
+        assert_eq!(rx.on_receive(&beyond), RxVerdict::Overrun);
+    }
+
+    #[test]
+    fn credit_rides_on_data_until_half_the_window_is_used() {
+        let mut tx = Flow::new(4);
+        let mut rx = Flow::new(4);
+        rx.on_receive(&tx.next_data(A, B).unwrap());
+        rx.release();
+        assert!(rx.credit_pending() && !rx.credit_due(), "3 of 4 left: wait for a data frame");
+        rx.on_receive(&tx.next_data(A, B).unwrap());
+        rx.release();
+        assert!(rx.credit_due(), "2 of 4 left: send it now");
+        // Piggybacked on data, it stops being pending.
+        let _ = rx.next_data(B, A).unwrap();
+        assert!(!rx.credit_pending());
+        let mut big = Flow::new(128);
+        assert!(!big.compact_ok());
+        big = Flow::new(127);
+        assert!(big.compact_ok());
     }
 
     #[test]

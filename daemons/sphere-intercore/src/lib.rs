@@ -8,8 +8,10 @@
 //!
 //! * [`frame`]: the wire format (see `docs/intercore-protocol.md`): sync bytes, version, flags,
 //!   length, source and destination [`ComponentId`]s, sequence number, cumulative ack, credit
-//!   limit, a CRC-16 over the header and a CRC-32 over header and payload. [`Frame::parse`] decodes
-//!   from a byte slice without copying; [`encode`] writes into a caller's buffer.
+//!   limit, a CRC-16 over the header and a CRC-32 over header and payload; and a compact form for
+//!   data on an open connection (a one-byte channel instead of the two ids: 12 bytes of overhead
+//!   instead of 50). [`Frame::parse`] decodes from a byte slice without copying; [`encode`]
+//!   writes into a caller's buffer.
 //! * [`decoder`]: an incremental decoder with a fixed buffer that finds frames in a stream and
 //!   resynchronises after garbage or corruption.
 //! * [`flow`]: the credit-based backpressure state machine (a sender may only send data frames
@@ -37,5 +39,6 @@ pub use component::ComponentId;
 pub use decoder::Decoder;
 pub use flow::{Flow, RxVerdict};
 pub use frame::{
-    CRC_LEN, EncodeError, Flags, Frame, FrameError, HEADER_LEN, Header, MAX_FRAME, MAX_PAYLOAD, SYNC, VERSION, encode,
+    COMPACT_HEADER_LEN, COMPACT_SYNC, CRC_LEN, EncodeError, Flags, Frame, FrameError, HEADER_LEN, Header, MAX_FRAME,
+    MAX_PAYLOAD, SYNC, VERSION, encode,
 };

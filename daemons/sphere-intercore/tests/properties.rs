@@ -7,7 +7,7 @@ use sphere_intercore::{ComponentId, Decoder, Flags, Frame, Header, MAX_FRAME, MA
 
 type Sent = (Header, Vec<u8>);
 
-fn header() -> impl Strategy<Value = Header> {
+fn full_header() -> impl Strategy<Value = Header> {
     (0u8..=Flags::ALL.0, any::<[u8; 16]>(), any::<[u8; 16]>(), any::<u16>(), any::<u16>(), any::<u16>()).prop_map(
         |(flags, src, dst, seq, ack, credit)| Header {
             flags: Flags(flags),
@@ -16,8 +16,24 @@ fn header() -> impl Strategy<Value = Header> {
             seq,
             ack,
             credit,
+            channel: 0,
         },
     )
+}
+
+/// A compact frame's header as it decodes (only what is on the wire).
+fn compact_header() -> impl Strategy<Value = Header> {
+    (0u8..=3, 1u8..=255, any::<u8>(), any::<u8>()).prop_map(|(flags, channel, seq, credit)| Header {
+        flags: Flags(flags << 1),
+        seq: u16::from(seq),
+        credit: u16::from(credit),
+        channel,
+        ..Header::default()
+    })
+}
+
+fn header() -> impl Strategy<Value = Header> {
+    prop_oneof![full_header(), compact_header()]
 }
 
 fn payload() -> impl Strategy<Value = Vec<u8>> {

@@ -143,8 +143,12 @@ fn main() -> ! {
     sampler.report_every = 100;
     let mut control = LinkControl::new();
     let mut link = Link::new();
-    // Bytes still to echo raw (the benchmark's baseline; see LinkControl).
+    // Bytes still to echo raw (the benchmark's baselines; see LinkControl's RawEcho), and
+    // for a message echo the message being collected.
     let mut raw_echo: u32 = 0;
+    let mut raw_message = [0u8; sphere_intercore::MAX_PAYLOAD];
+    let mut raw_message_len: usize = 0;
+    let mut raw_held: usize = 0;
     let mut timers: TimerQueue<2> = TimerQueue::new();
     // Releases on tick boundaries, so a job starts as soon as its tick's interrupt wakes us.
     let start = Instant((now().0 / TICK_US + 1) * TICK_US);
@@ -171,16 +175,29 @@ fn main() -> ! {
                 fed = n.min(raw_echo as usize);
                 raw_echo -= fed as u32;
                 // The benchmark waits for each echo, so the TX ring has room; spin if not.
-                while !LINK.send(&chunk[..fed]) {}
+                if raw_message_len == 0 {
+                    while !LINK.send(&chunk[..fed]) {}
+                } else {
+                    for &byte in &chunk[..fed] {
+                        raw_message[raw_held] = byte;
+                        raw_held += 1;
+                        if raw_held == raw_message_len {
+                            while !LINK.send(&raw_message[..raw_held]) {}
+                            raw_held = 0;
+                        }
+                    }
+                }
             }
             while fed < n {
                 fed += link.feed(&chunk[fed..n]);
                 let mut apps: [&mut dyn App; 3] = [&mut echo, &mut sampler, &mut control];
                 link.poll(&mut apps, now(), &mut sink);
-                if let Some(bytes) = control.take_raw_echo() {
+                if let Some(request) = control.take_raw_echo() {
                     // The requester sends raw bytes only after our ready reply, so none of
                     // them can be in this chunk or the decoder.
-                    raw_echo = bytes;
+                    raw_echo = request.bytes;
+                    raw_message_len = usize::from(request.message);
+                    raw_held = 0;
                 }
             }
         }

@@ -146,11 +146,22 @@ impl App for Sampler {
 /// The link's own control endpoint id (all zeros: never an app's ComponentId).
 pub const LINK_CONTROL_ID: ComponentId = ComponentId([0; 16]);
 
+/// A request to echo raw (unframed) bytes: the benchmark's baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawEcho {
+    /// Bytes to echo in all.
+    pub bytes: u32,
+    /// 0: echo each byte as it arrives (a byte echo). Otherwise echo each `message` bytes once
+    /// all have arrived, as a real-time app must wait for a whole message before it answers: the
+    /// store-and-forward baseline a message protocol is measured against.
+    pub message: u16,
+}
+
 /// The link control endpoint.
 pub struct LinkControl {
     /// Its connection (to the app manager's control endpoint).
     pub conn: Connection,
-    raw_echo: Option<u32>,
+    raw_echo: Option<RawEcho>,
 }
 
 impl Default for LinkControl {
@@ -165,9 +176,24 @@ impl LinkControl {
         Self { conn: Connection::new(LINK_CONTROL_ID, LINK_CONTROL_ID), raw_echo: None }
     }
 
-    /// A pending request to echo this many raw bytes (taken once).
-    pub fn take_raw_echo(&mut self) -> Option<u32> {
+    /// A pending request to echo raw bytes (taken once).
+    pub fn take_raw_echo(&mut self) -> Option<RawEcho> {
         self.raw_echo.take()
+    }
+
+    /// Parses `raw-echo BYTES` or `raw-echo BYTES per MESSAGE` (MESSAGE at most
+    /// [`MAX_PAYLOAD`](sphere_intercore::MAX_PAYLOAD)).
+    fn parse_raw_echo(text: &str) -> Option<RawEcho> {
+        let mut words = text.strip_prefix("raw-echo ")?.split_whitespace();
+        let bytes = words.next()?.parse::<u32>().ok()?;
+        let message = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => 0,
+            (Some("per"), Some(size), None) => {
+                size.parse::<u16>().ok().filter(|m| *m > 0 && usize::from(*m) <= sphere_intercore::MAX_PAYLOAD)?
+            }
+            _ => return None,
+        };
+        Some(RawEcho { bytes, message })
     }
 }
 
@@ -177,11 +203,10 @@ impl App for LinkControl {
     }
 
     fn on_message(&mut self, payload: &[u8], _ctx: &Context, reply: &mut [u8]) -> Option<usize> {
-        let text = core::str::from_utf8(payload).ok()?;
-        let bytes = text.strip_prefix("raw-echo ")?.trim().parse::<u32>().ok()?;
-        self.raw_echo = Some(bytes);
+        let request = Self::parse_raw_echo(core::str::from_utf8(payload).ok()?)?;
+        self.raw_echo = Some(request);
         let mut w = BufWriter::new(reply);
-        let _ = write!(w, "raw-echo ready {bytes}");
+        let _ = write!(w, "raw-echo ready {}", request.bytes);
         Some(w.len())
     }
 }
@@ -199,7 +224,19 @@ mod tests {
         assert_eq!(control.take_raw_echo(), None);
         let n = control.on_message(b"raw-echo 6400", &ctx, &mut reply).unwrap();
         assert_eq!(&reply[..n], b"raw-echo ready 6400");
-        assert_eq!(control.take_raw_echo(), Some(6400));
+        assert_eq!(control.take_raw_echo(), Some(RawEcho { bytes: 6400, message: 0 }));
         assert_eq!(control.take_raw_echo(), None);
+        let n = control.on_message(b"raw-echo 6400 per 64", &ctx, &mut reply).unwrap();
+        assert_eq!(&reply[..n], b"raw-echo ready 6400");
+        assert_eq!(control.take_raw_echo(), Some(RawEcho { bytes: 6400, message: 64 }));
+        for bad in [
+            &b"raw-echo 64 per 0"[..],
+            b"raw-echo 64 per 1041",
+            b"raw-echo 64 per",
+            b"raw-echo 64 by 8",
+            b"raw-echo 64 per 8 x",
+        ] {
+            assert_eq!(control.on_message(bad, &ctx, &mut reply), None, "{:?}", core::str::from_utf8(bad));
+        }
     }
 }

@@ -6,7 +6,7 @@
 use core::fmt;
 
 use sphere_intercore::flow::DEFAULT_WINDOW;
-use sphere_intercore::{ComponentId, Decoder, Flow, Header, MAX_FRAME, MAX_PAYLOAD, RxVerdict};
+use sphere_intercore::{ComponentId, Decoder, Flags, Flow, Header, MAX_FRAME, MAX_PAYLOAD, RxVerdict};
 
 use crate::time::Instant;
 
@@ -21,12 +21,21 @@ pub struct Connection {
     pub flow: Flow,
     /// Messages this app could not send for lack of credit or room.
     pub held_back: u32,
+    /// The compact-frame channel the peer assigned in its last `RESET` (0: none yet, or the
+    /// peer does not use compact frames; frames then name both apps).
+    pub channel: u8,
 }
 
 impl Connection {
     /// A connection between `local` and `peer`.
     pub const fn new(local: ComponentId, peer: ComponentId) -> Self {
-        Self { local, peer, flow: Flow::new(DEFAULT_WINDOW), held_back: 0 }
+        Self { local, peer, flow: Flow::new(DEFAULT_WINDOW), held_back: 0, channel: 0 }
+    }
+
+    /// Whether a received frame is for this connection: by channel for a compact frame, else by
+    /// destination.
+    fn addressed_by(&mut self, header: &Header) -> bool {
+        if header.channel != 0 { self.channel == header.channel } else { self.local == header.dst }
     }
 }
 
@@ -133,16 +142,34 @@ impl Link {
                 return handled;
             };
             handled += 1;
-            let Some(index) = apps.iter_mut().position(|a| a.connection().local == frame.header.dst) else {
+            let Some(index) = apps.iter_mut().position(|a| a.connection().addressed_by(&frame.header)) else {
                 self.stats.unknown_dst = self.stats.unknown_dst.wrapping_add(1);
                 continue;
             };
             let app = &mut apps[index];
-            if app.connection().peer != frame.header.src {
+            // A compact frame's channel was assigned by the allowed peer in its RESET.
+            if frame.header.channel == 0 && app.connection().peer != frame.header.src {
                 self.stats.not_allowed = self.stats.not_allowed.wrapping_add(1);
                 continue;
             }
             let verdict = app.connection().flow.on_receive(&frame.header);
+            if frame.header.flags.contains(Flags::RESET) {
+                let conn = app.connection();
+                // A RESET's one-byte payload assigns the channel for compact frames.
+                conn.channel = match frame.payload {
+                    [channel] if conn.flow.compact_ok() => *channel,
+                    _ => 0,
+                };
+                let channel = conn.channel;
+                // The peer reassigns a closed connection's channel: whoever had it goes back to
+                // full frames, so its messages cannot arrive as the new owner's.
+                for (i, other) in apps.iter_mut().enumerate() {
+                    if i != index && channel != 0 && other.connection().channel == channel {
+                        other.connection().channel = 0;
+                    }
+                }
+            }
+            let app = &mut apps[index];
             let mut reply_len = None;
             match verdict {
                 RxVerdict::Control => {}
@@ -162,8 +189,9 @@ impl Link {
                 let n = n.min(MAX_PAYLOAD);
                 sent = send_on(&mut self.stats, &mut self.scratch, conn, &self.reply[..n], sink);
             }
-            if !sent && conn.flow.credit_pending() {
-                let header = conn.flow.control(conn.local, conn.peer);
+            if !sent && conn.flow.credit_due() {
+                let mut header = conn.flow.control(conn.local, conn.peer);
+                header.channel = conn.channel;
                 emit(&mut self.stats, &mut self.scratch, &header, &[], sink);
             }
         }
@@ -189,9 +217,10 @@ fn send_on(
     }
     // Encode with a copy of the flow state so a full sink does not consume a credit.
     let mut flow = conn.flow;
-    let Some(header) = flow.next_data(conn.local, conn.peer) else {
+    let Some(mut header) = flow.next_data(conn.local, conn.peer) else {
         return false;
     };
+    header.channel = conn.channel;
     if emit(stats, scratch, &header, payload, sink) {
         conn.flow = flow;
         true

@@ -110,9 +110,9 @@ fn replies_wait_for_credit() {
     }
     assert_eq!(replies.len(), 4);
     let more = rig.deliver(&frame(&mut a7, A7, ECHO, b"m4"));
-    // No credit left for a data reply: only a control frame (credit update) goes out.
-    assert_eq!(more.len(), 1);
-    assert!(!more[0].0.flags.contains(Flags::DATA));
+    // No credit left for a data reply, and the A7 still has 3 of its 4 credits: the M4's credit
+    // update waits to ride on a later frame instead of costing one of its own.
+    assert!(more.is_empty());
     assert_eq!(rig.echo.conn.held_back, 1);
     // The A7 app consumes the replies and grants credit: the next reply flows again.
     for _ in 0..4 {
@@ -124,6 +124,52 @@ fn replies_wait_for_credit() {
     rig.deliver(&bytes[..n]);
     let after = rig.deliver(&frame(&mut a7, A7, ECHO, b"m5"));
     assert_eq!(after[0].1, b"m5");
+}
+
+fn reset_with_channel(flow: &mut Flow, src: ComponentId, dst: ComponentId, channel: u8) -> Vec<u8> {
+    let h = flow.reset(src, dst);
+    let mut buf = vec![0; MAX_FRAME];
+    let n = encode(&h, &[channel], &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn compact_frame(flow: &mut Flow, channel: u8, payload: &[u8]) -> Vec<u8> {
+    let h = Header { channel, ..flow.next_data(A7, ECHO).expect("credit") };
+    let mut buf = vec![0; MAX_FRAME];
+    let n = encode(&h, payload, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn compact_frames_on_the_channel_a_reset_assigned() {
+    let mut rig = Rig::new();
+    let mut a7 = Flow::new(4);
+    // Before any channel is assigned, a compact frame reaches nobody.
+    assert!(rig.deliver(&compact_frame(&mut Flow::new(4), 5, b"early")).is_empty());
+    assert_eq!(rig.link.stats().unknown_dst, 1);
+    assert!(rig.deliver(&reset_with_channel(&mut a7, A7, ECHO, 5)).is_empty());
+    for i in 0..300u32 {
+        let message = format!("compact {i}");
+        let replies = rig.deliver(&compact_frame(&mut a7, 5, message.as_bytes()));
+        assert_eq!(replies.len(), 1, "message {i}");
+        let (h, payload) = &replies[0];
+        assert_eq!(h.channel, 5, "the reply is compact too");
+        assert_eq!(payload, message.as_bytes());
+        assert_eq!(a7.on_receive(h), sphere_intercore::RxVerdict::Deliver, "message {i}");
+        a7.release();
+    }
+    // A stranger's RESET cannot take the channel over.
+    assert!(rig.deliver(&reset_with_channel(&mut Flow::new(4), STRANGER, SAMPLER, 5)).is_empty());
+    assert_eq!(rig.echo.conn.channel, 5);
+    // The A7 gives channel 5 to the sampler's connection: the echo app goes back to full frames.
+    rig.deliver(&reset_with_channel(&mut Flow::new(4), A7, SAMPLER, 5));
+    assert_eq!((rig.echo.conn.channel, rig.sampler.conn.channel), (0, 5));
+    let mut a7 = Flow::new(4);
+    rig.deliver(&reset_with_channel(&mut a7, A7, ECHO, 0));
+    let replies = rig.deliver(&frame(&mut a7, A7, ECHO, b"full again"));
+    assert_eq!((replies[0].0.channel, replies[0].0.src), (0, ECHO));
 }
 
 #[test]

@@ -38,6 +38,14 @@ enum Command {
     Install {
         #[arg(long)]
         release: Option<String>,
+        /// First wait up to SECS seconds until the running slot is committed (a trial boot's
+        /// health check commits it; an install is refused while a trial is pending). For
+        /// unattended runs at boot, e.g. tests/update-qemu-download.py's service.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        wait_committed: u64,
+        /// When a slot was put on trial, ask init for a reboot (/run/sphere-init.sock).
+        #[arg(long)]
+        reboot: bool,
     },
     /// Boot record, versions, anti-rollback minimum.
     Status,
@@ -140,7 +148,10 @@ async fn run(command: Command, config: Config, json: bool) -> Result<(), UpdateE
             print(json, &check, text);
             Ok(())
         }
-        Command::Install { release } => {
+        Command::Install { release, wait_committed, reboot } => {
+            if wait_committed > 0 {
+                wait_until_committed(&updater, wait_committed).await?;
+            }
             let mut last_pct = u64::MAX;
             let result = updater
                 .install(release.as_deref(), |target, done, total| {
@@ -162,6 +173,9 @@ async fn run(command: Command, config: Config, json: bool) -> Result<(), UpdateE
                 )
             };
             print(json, &result, text);
+            if reboot && result.reboot_required {
+                request_reboot()?;
+            }
             Ok(())
         }
         Command::Status => {
@@ -220,4 +234,27 @@ async fn run(command: Command, config: Config, json: bool) -> Result<(), UpdateE
             Ok(())
         }
     }
+}
+
+/// Polls the boot record until the running slot is committed, at most `seconds`.
+async fn wait_until_committed(updater: &Updater, seconds: u64) -> Result<(), UpdateError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if updater.slots()?.status(None)?.committed {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(UpdateError::Config(format!("running slot not committed after {seconds} s")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Asks sphere-init for a clean reboot (the same datagram `sphere-slots install --reboot` sends).
+fn request_reboot() -> Result<(), UpdateError> {
+    let path = std::path::Path::new("/run/sphere-init.sock");
+    let io = |source| UpdateError::Io { path: path.to_path_buf(), source };
+    std::os::unix::net::UnixDatagram::unbound().map_err(io)?.send_to(b"reboot", path).map_err(io)?;
+    eprintln!("sphere-updated: reboot requested");
+    Ok(())
 }

@@ -18,6 +18,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sphere_intercore::frame::COMPACT_FLAGS;
 use sphere_intercore::{ComponentId, Decoder, Flags, Frame, Header, MAX_FRAME, encode};
 
 struct Input<'a>(&'a [u8]);
@@ -86,13 +87,25 @@ fuzz_target!(|data: &[u8]| {
                     ComponentId(id)
                 };
                 let u16_at = |at: usize| u16::from_le_bytes([fields[at], fields[at + 1]]);
-                let header = Header {
-                    flags: Flags(fields[0] & Flags::ALL.0),
-                    src: id(1),
-                    dst: id(17),
-                    seq: u16_at(33),
-                    ack: u16_at(35),
-                    credit: u16_at(37),
+                // Half the frames compact: as decoded, only what is on the wire.
+                let header = if fields[0] & 0x80 != 0 {
+                    Header {
+                        flags: Flags(fields[0] & COMPACT_FLAGS.0),
+                        seq: u16::from(fields[33]),
+                        credit: u16::from(fields[37]),
+                        channel: fields[1].max(1),
+                        ..Header::default()
+                    }
+                } else {
+                    Header {
+                        flags: Flags(fields[0] & Flags::ALL.0),
+                        src: id(1),
+                        dst: id(17),
+                        seq: u16_at(33),
+                        ack: u16_at(35),
+                        credit: u16_at(37),
+                        channel: 0,
+                    }
                 };
                 let payload: Vec<u8> = input.take(usize::from(len) * 4).iter().map(|&b| shape(b)).collect();
                 let mut buf = [0u8; MAX_FRAME];
