@@ -15,6 +15,7 @@ pub mod ca;
 pub mod http;
 pub mod mqtt;
 pub mod reference;
+pub mod reference_repo;
 pub mod service;
 pub mod sim;
 pub mod store;

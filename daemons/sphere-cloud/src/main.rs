@@ -59,6 +59,8 @@ enum Command {
         /// Ed25519 public key (PEM) that signs the reference values.
         #[arg(long)]
         reference_key: Option<PathBuf>,
+        #[command(flatten)]
+        reference_repo: Box<sphere_cloud::reference_repo::RepoArgs>,
         /// External MQTT broker HOST:PORT (TLS, client certificates), e.g. mosquitto configured by
         /// `sphere-cloud mosquitto-config`, instead of the embedded broker.
         #[arg(long, conflicts_with_all = ["mqtt_listen", "no_mqtt"])]
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
             database,
             reference_values,
             reference_key,
+            reference_repo,
             mqtt_broker,
             mqtt_listen,
             no_mqtt,
@@ -149,7 +152,7 @@ fn main() -> ExitCode {
                     data,
                     listen,
                     database,
-                    reference_values.zip(reference_key),
+                    (reference_values.zip(reference_key), *reference_repo),
                     match (mqtt_broker, no_mqtt) {
                         (Some(broker), _) => Mqtt::External(broker),
                         (None, true) => Mqtt::Off,
@@ -224,7 +227,7 @@ async fn serve(
     data: PathBuf,
     listen: SocketAddr,
     database: Option<String>,
-    reference: Option<(PathBuf, PathBuf)>,
+    reference: (Option<(PathBuf, PathBuf)>, sphere_cloud::reference_repo::RepoArgs),
     mqtt: Mqtt,
     settings: Settings,
 ) -> Result<(), String> {
@@ -235,13 +238,8 @@ async fn serve(
     let ca = Ca::load(&data).map_err(|e| e.to_string())?;
     let database = database.unwrap_or_else(|| data.join("sphere-cloud.db").display().to_string());
     let store = Store::open(&database).await.map_err(|e| format!("opening the database: {e}"))?;
-    let refs = match &reference {
-        Some((file, key)) => ReferenceValues::load_signed(file, key)?,
-        None => {
-            eprintln!("sphere-cloud: warning: no --reference-values: every measured component will fail attestation");
-            ReferenceValues::default()
-        }
-    };
+    // Operator-signed file and/or the update repository's signed release metadata.
+    let (refs, sources, refresh) = sphere_cloud::reference_repo::initial(&data, reference.0, reference.1).await?;
     let token = read("operator.token")?.trim().to_owned();
     let tls = sphere_cloud::tls::server_config(&read("https.crt")?, &read("https.key")?)?;
     let cloud = Arc::new(Cloud::new(store, ca, settings, data.clone(), refs));
@@ -285,23 +283,9 @@ async fn serve(
         }
     });
 
-    // SIGHUP re-reads the reference values (new release metadata) without a restart.
-    if let Some((file, key)) = reference {
-        let reloader = cloud.clone();
-        let mut hangups =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                match ReferenceValues::load_signed(&file, &key) {
-                    Ok(refs) => {
-                        reloader.set_reference_values(refs);
-                        eprintln!("sphere-cloud: reference values reloaded from {}", file.display());
-                    }
-                    Err(e) => eprintln!("sphere-cloud: keeping the old reference values: {e}"),
-                }
-            }
-        });
-    }
+    // SIGHUP (and every --reference-refresh seconds) reloads the reference values: new
+    // release metadata without a restart; a refused reload keeps the last good set.
+    sphere_cloud::reference_repo::spawn_reloader(cloud.clone(), sources, refresh)?;
 
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("{listen}: {e}"))?;
     eprintln!(

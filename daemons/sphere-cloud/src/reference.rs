@@ -61,6 +61,28 @@ impl ReferenceValues {
         Ok(values)
     }
 
+    /// Several sets as one: a measurement is allowed if any part allows it. OS versions: a
+    /// part that names none allows any, so then the union allows any too.
+    pub fn union(parts: Vec<ReferenceValues>, source: String) -> Self {
+        let any_os = parts.iter().any(|p| p.os_versions.is_empty());
+        let mut all = ReferenceValues { source, ..Default::default() };
+        for part in parts {
+            if !any_os {
+                all.os_versions.extend(part.os_versions);
+            }
+            for (key, digests) in part.measurements {
+                all.measurements.entry(key).or_default().extend(digests);
+            }
+            for (app, digests) in part.sandbox {
+                all.sandbox.entry(app).or_default().extend(digests);
+            }
+            for (app, digests) in part.firewall {
+                all.firewall.entry(app).or_default().extend(digests);
+            }
+        }
+        all
+    }
+
     /// Load `path` and check `path.sig` with the Ed25519 public key PEM at `key_path`.
     pub fn load_signed(path: &Path, key_path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -203,6 +203,50 @@ pub fn releases_for(targets: Vec<VerifiedTarget>, hardware: &str) -> Vec<Release
     releases
 }
 
+/// Reading our targets out of a TUF repository that tough has verified (feature `tuf`).
+#[cfg(feature = "tuf")]
+pub mod tuf {
+    use super::{CUSTOM_KEY, FormatError, TargetInfo, VerifiedTarget};
+
+    /// Every target of a verified repository that carries our metadata, and the names of those
+    /// whose metadata is missing or malformed (with why). TUF has already checked signatures,
+    /// thresholds, expiry and snapshot consistency; the bytes of each target are checked
+    /// against `sha256`/`length` when it is read (`tough::Repository::read_target`).
+    pub fn verified_targets(repo: &tough::Repository) -> (Vec<VerifiedTarget>, Vec<(String, FormatError)>) {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (name, target) in repo.all_targets() {
+            let name = name.raw().to_string();
+            match TargetInfo::from_entry(target.custom.get(CUSTOM_KEY)) {
+                Ok(info) => good.push(VerifiedTarget {
+                    name,
+                    length: target.length,
+                    sha256: hex::encode(target.hashes.sha256.as_ref()),
+                    info,
+                }),
+                Err(e) => bad.push((name, e)),
+            }
+        }
+        (good, bad)
+    }
+
+    /// An error with its sources, for logs and API messages: tough's top-level errors
+    /// ("Failed to load timestamp.json") only say why in their source chain.
+    pub fn error_chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let s_text = s.to_string();
+            if !text.contains(&s_text) {
+                text.push_str(": ");
+                text.push_str(&s_text);
+            }
+            source = s.source();
+        }
+        text
+    }
+}
+
 /// The device's view of update state, shared by the daemon's D-Bus API and the CLI.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {

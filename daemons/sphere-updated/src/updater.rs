@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sphere_slots::{ExpectedImage, FileMinVersion, Layout, MinVersionStore, Slot, SlotWriter, Slots};
-use sphere_update_format::{Kind, Release, TargetInfo, VerifiedTarget, releases_for};
+use sphere_update_format::{Kind, Release, VerifiedTarget, releases_for};
 use url::Url;
 
 use crate::config::Config;
@@ -179,22 +179,13 @@ impl Updater {
         Ok(repo)
     }
 
-    /// Every target with our metadata, verified by TUF.
+    /// Every target with our metadata, verified by TUF (shared with sphere-cloud).
     pub fn targets(repo: &tough::Repository) -> (Vec<VerifiedTarget>, Vec<(String, UpdateError)>) {
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
-        for (name, target) in repo.all_targets() {
-            let name = name.raw().to_string();
-            match TargetInfo::from_entry(target.custom.get(sphere_update_format::CUSTOM_KEY)) {
-                Ok(info) => good.push(VerifiedTarget {
-                    name,
-                    length: target.length,
-                    sha256: hex::encode(target.hashes.sha256.as_ref()),
-                    info,
-                }),
-                Err(source) => bad.push((name.clone(), UpdateError::Format { target: name, source })),
-            }
-        }
+        let (good, bad) = sphere_update_format::tuf::verified_targets(repo);
+        let bad = bad
+            .into_iter()
+            .map(|(name, source)| (name.clone(), UpdateError::Format { target: name, source }))
+            .collect();
         (good, bad)
     }
 
@@ -516,19 +507,7 @@ pub fn target_url(base: &Url, name: &str, hash_prefix: Option<&str>) -> Result<U
 }
 
 /// An error and its causes on one line (tough's errors nest the interesting part).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use sphere_update_format::tuf::error_chain as chain;
 
 #[cfg(test)]
 mod tests {
