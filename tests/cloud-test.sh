@@ -10,6 +10,12 @@
 #   a self-made client certificate, revoked and expired certificates and a certificate after a
 #   failed attestation must all be refused; the same run again against sphere-cloud's embedded
 #   MQTT broker (the default), plus mosquitto_pub/mosquitto_sub interoperating with it;
+# - reference values from the update repository's signed release metadata
+#   (daemons/sphere-cloud/tests/reference_repo.rs): a TUF repository made with `sphere update
+#   repo`, `serve --reference-repo`; a released measurement passes, a new release is accepted
+#   after SIGHUP and by the periodic refresh, a tampered target (hash, length), metadata edited
+#   without its key and expired metadata are refused with the last good set kept, and a
+#   measurement in no release is refused;
 # - the operator's `sphere device|group|errors` commands, the real `sphere` binary against a
 #   running sphere-cloud and mosquitto (tests/cloud-cli-test.sh).
 #
@@ -18,6 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-host-deps.sh cloud
-cargo build --locked -p sphere-cloud
+# The `sphere` CLI makes the TUF repository for tests/reference_repo.rs (found next to sphere-cloud).
+cargo build --locked -p sphere-cloud -p sphere-cli
 cargo test --locked -p sphere-attestation -p sphere-cloud -- --include-ignored --nocapture 2>&1
 tests/cloud-cli-test.sh

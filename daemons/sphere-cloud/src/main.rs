@@ -18,7 +18,10 @@ use std::time::Duration;
     about = "OpenSphere cloud: device registry, attestation verifier, device CA, groups, error reports",
     after_help = "Quick start:\n  \
         sphere-cloud init --data /var/lib/sphere-cloud --dns cloud.example.com\n  \
-        sphere-cloud serve --data /var/lib/sphere-cloud --reference-values refs.json --reference-key release.pub\n\n\
+        sphere-cloud serve --data /var/lib/sphere-cloud \\\n    \
+        --reference-repo https://updates.example.com/ --reference-root 1.root.json\n\n\
+        Reference values come from the releases' reference-values targets (sphere update repo add-target\n\
+        --kind reference-values); --reference-values/--reference-key add an operator-signed file.\n\n\
         Operator guide: docs/cloud.md"
 )]
 struct Cli {

@@ -1,14 +1,14 @@
 //! Reference values: what a healthy device is allowed to have measured.
 //!
-//! **Seam.** The issue's source of truth is the signed release metadata of the update system
-//! (TUF targets metadata built in `sphere-update-format`). Releases can carry this file as a
-//! `reference-values` target (`sphere update repo add-target --kind reference-values`), but
-//! sphere-cloud does not read TUF yet: it loads the same information from an operator file
-//! signed with an Ed25519 key (`sphere keys new` makes one): `reference-values.json` plus a
-//! detached signature `reference-values.json.sig` (base64 of the 64-byte Ed25519 signature
-//! over the file's exact bytes). A TUF loader only has to produce a [`ReferenceValues`]; the verifier reads nothing
-//! else. The file is re-read on `SIGHUP` and refused (keeping the old values) if its signature
-//! does not verify.
+//! **Sources.** The issue's source of truth is the signed release metadata of the update system:
+//! releases carry this file as a `reference-values` TUF target (`sphere update repo add-target
+//! --kind reference-values`), which [`crate::reference_repo`] loads and verifies with tough.
+//! The same information can also come from an operator file signed with an Ed25519 key
+//! (`sphere keys new` makes one): `reference-values.json` plus a detached signature
+//! `reference-values.json.sig` (base64 of the 64-byte Ed25519 signature over the file's exact
+//! bytes) — [`ReferenceValues::load_signed`]. With both, the verifier uses their union
+//! ([`ReferenceValues::union`]); the verifier reads nothing but a [`ReferenceValues`]. Both are
+//! reloaded on `SIGHUP` (and periodically) and a refused reload keeps the previous values.
 //!
 //! ```json
 //! {

@@ -255,6 +255,9 @@ fn reference_values_from_the_update_repository() {
     assert!(line.contains("r1/reference-values.json") && line.contains("r2/reference-values.json"), "{line}");
     cloud.passes(&newer, "(b) after r2 + SIGHUP, a device running r2 attests");
     cloud.passes(&base, "(b) a device still on r1 attests too");
+    let shown: serde_json::Value = cloud.client(true).get("/v1/reference-values").expect("operator API");
+    let source = shown["source"].as_str().unwrap_or_default();
+    assert!(source.contains("r1/reference-values.json") && source.contains("r2/reference-values.json"), "{shown}");
 
     // (c1) r3 is signed with values for sphere-goodd, then its published bytes are swapped for
     // a file that would allow sphere-evild (an attacker on the CDN): same length, other hash;
