@@ -127,6 +127,10 @@ struct Cloud {
 
 impl Cloud {
     fn start(work: &Path, repo: &Repo, refresh_secs: u64, name: &str) -> Cloud {
+        Cloud::start_with(work, s(&repo.web), &repo.root(), refresh_secs, &[], name)
+    }
+
+    fn start_with(work: &Path, base: &str, root: &Path, refresh_secs: u64, extra: &[&str], name: &str) -> Cloud {
         let bin = env!("CARGO_BIN_EXE_sphere-cloud");
         let data = work.join("cloud");
         if !data.exists() {
@@ -137,8 +141,9 @@ impl Cloud {
         let mut serve = Command::new(bin);
         serve
             .args(["serve", "--data", s(&data), "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--reference-repo", s(&repo.web), "--reference-root", s(&repo.root())])
+            .args(["--reference-repo", base, "--reference-root", s(root)])
             .args(["--reference-refresh", &refresh_secs.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         // No MQTT: this test is about attestation (servers with an embedded broker by default
@@ -330,4 +335,47 @@ fn reference_values_from_the_update_repository() {
     let line = cloud.wait_for_log("periodic refresh: reference values loaded from", 1, Duration::from_secs(20));
     assert!(line.contains("r4/reference-values.json"), "{line}");
     cloud.passes(&fourth, "periodic refresh: after r4 is published, a device running r4 attests");
+    drop(cloud);
+
+    // Over HTTPS (the transport a real deployment uses): the repository served by
+    // tests/update-server.py with a server certificate from the cloud's own CA.
+    let data = work.join("cloud");
+    let port_file = work.join("https-port");
+    let _server = Reaped(
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/update-server.py"))
+            .arg(&repo.web)
+            .args(["--cert", s(&data.join("https.crt")), "--key", s(&data.join("https.key")), "--port", "0"])
+            .args(["--port-file", s(&port_file)])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 tests/update-server.py"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !port_file.exists() {
+        assert!(Instant::now() < deadline, "update-server.py wrote no port");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("https://127.0.0.1:{}/", std::fs::read_to_string(&port_file).unwrap().trim());
+    // Untrusted server certificate (system CAs): nothing is accepted, the server still runs.
+    let cloud = Cloud::start_with(work, &url, &repo.root(), 0, &[], "serve-3");
+    let line = cloud.wait_for_log("reference repository refused (no previous set)", 1, Duration::from_secs(10));
+    assert!(line.to_lowercase().contains("certificate"), "refused for another reason: {line}");
+    eprintln!("ok: https repository with an untrusted certificate refused: {line}");
+    cloud.refused(&fourth, "sphere-fourthd", "nothing accepted while the repository is not trusted");
+    drop(cloud);
+    let cloud = Cloud::start_with(work, &url, &repo.root(), 0, &["--reference-ca", s(&data.join("ca.crt"))], "serve-4");
+    let line = cloud.wait_for_log("start-up: reference values loaded from https://", 1, Duration::from_secs(10));
+    assert!(line.contains("r4/reference-values.json"), "{line}");
+    cloud.passes(&fourth, "over HTTPS: a device running r4 attests");
+}
+
+/// A child process ended when the test ends, passed or not.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
