@@ -126,7 +126,7 @@ flood=$(grep -m1 '\[hello-bench\] intercore-test: flood ' "$console" || true)
 raw_median=$(field median_us "$raw")
 rawmsg_median=$(field median_us "$rawmsg")
 framed_median=$(field median_us "$framed")
-row() { printf '  %-40s median %6s us   p99 %6s us   (%s)\n' "$1" "$(field median_us "$2")" "$(field p99_us "$2")" \
+row() { printf '  %-44s median %6s us   p99 %6s us   (%s)\n' "$1" "$(field median_us "$2")" "$(field p99_us "$2")" \
   "$(sed 's/.*ok=\([0-9/]*\).*/\1/' <<<"$2")"; }
 ratio() { awk -v f="$framed_median" -v r="$1" 'BEGIN {x = f / r; printf "%.2fx (%s the <= 1.2x goal)", x, (x <= 1.2) ? "meets" : "misses"}'; }
 echo "inter-core link, A7 guest <-> M4 (QEMU TCG, host socket), $count round trips of $size bytes:"
