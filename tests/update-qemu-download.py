@@ -285,8 +285,8 @@ class DownloadHarness(uq.Harness):
                     # Nothing lost: at or past the last durable checkpoint. Nothing invented:
                     # not past what the server had sent. The device and server agree (Range).
                     self.check(minimum <= got <= served and got in server,
-                               f"the download cut at byte >= {minimum} resumed at byte {got} with a Range "
-                               f"request (server had sent {served}; Range starts {server})")
+                               f"the cut download resumed at byte {got} with a Range request (last durable "
+                               f"checkpoint >= {minimum}, server had sent {served}; Range starts {server})")
                     expect_resume = None
             if b.killed:
                 done += 1

@@ -4,16 +4,22 @@
 # writes), then the QEMU image on an A/B disk: update N -> N+1 boots N+1 and commits; an image
 # that fails its health check rolls back by itself; a hung trial boot is rebooted by the
 # watchdog and rolls back; power cuts (SIGKILL of QEMU) at random points of installs, each
-# followed by a boot on a good slot that retries, and finally a completed update.
+# followed by a boot on a good slot that retries, and finally a completed update. Then the
+# same through sphere-updated itself (tests/update-qemu-download.py): N -> N+1 from a TUF
+# repository served over HTTPS by the host, and power cuts at random points of its download
+# and install, downloads resuming with HTTP Range requests.
 #
 # Usage: tests/update-qemu-test.sh [--no-build] [--image-dir DIR] [--cuts N] [--seed S]
-#                                  [--scenarios LIST] [--keep]
+#                                  [--download-cuts N] [--scenarios LIST] [--keep]
 #   --no-build     use the image already in --image-dir (default: build it with build-image.sh)
-#   --cuts N       power cuts (default 30)
+#   --cuts N       power cuts during sphere-slots installs from local media (default 30)
+#   --download-cuts N  power cuts during sphere-updated's download and install (default 30;
+#                  0 skips the sphere-updated part)
 #   --scenarios    comma list of update, rollback, hung (default all three)
 #   --keep         keep the work directory (console logs of every boot)
 # Installs go through the image's update-test service (sphere-slots install; see
-# tests/update-qemu.py). The last line is "N passed, M failed".
+# tests/update-qemu.py) and its updated-test service (sphere-updated install, cross-built with
+# scripts/cross-build.sh and added to the update images). The last line is "N passed, M failed".
 set -uo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,6 +27,7 @@ cache=${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}
 image_dir=
 build=1
 cuts=30
+download_cuts=30
 seed=$(date +%s)
 scenarios=update,rollback,hung
 keep=0
@@ -29,6 +36,7 @@ while (($#)); do
     --no-build) build=0 ;;
     --image-dir) image_dir=${2:?}; shift ;;
     --cuts) cuts=${2:?}; shift ;;
+    --download-cuts) download_cuts=${2:?}; shift ;;
     --seed) seed=${2:?}; shift ;;
     --scenarios) scenarios=${2?}; shift ;;
     --keep) keep=1 ;;
@@ -76,6 +84,20 @@ for file in zImage initramfs.cpio.zst cmdline.txt; do cp "$image_dir/$file" "$wo
 python3 "$repo_root/tests/update-qemu.py" --image-dir "$image_dir" --boot-dir "$work/boot" --tool "$tool" \
   --work "$work/qemu" --cuts "$cuts" --seed "$seed" --scenarios "$scenarios" | tee "$work/qemu.txt"
 tally "$work/qemu.txt" update-qemu.py
+
+# --- QEMU: sphere-updated's own download and install ------------------------------------------
+if ((download_cuts > 0)); then
+  if (cd "$repo_root" && cargo build -q -p sphere-cli) && bindir=$("$repo_root/scripts/cross-build.sh" --release \
+      --print-dir -p sphere-updated 2>"$work/cross.txt" | tail -n1) && [[ -x $bindir/sphere-updated ]]; then
+    python3 "$repo_root/tests/update-qemu-download.py" --image-dir "$image_dir" --boot-dir "$work/boot" \
+      --tool "$tool" --sphere "${CARGO_TARGET_DIR:-$repo_root/target}/debug/sphere" \
+      --updated-bin "$bindir/sphere-updated" --work "$work/download" --cuts "$download_cuts" --seed "$seed" \
+      | tee "$work/download.txt"
+    tally "$work/download.txt" update-qemu-download.py
+  else
+    echo "FAIL - building sphere (host) or sphere-updated (armv7)"; tail -n 20 "$work/cross.txt"; failed=$((failed + 1))
+  fi
+fi
 
 echo "$passed passed, $failed failed"
 ((failed == 0))
