@@ -29,7 +29,7 @@ declare -A DESCRIPTION=(
   [cloud]="sphere-cloud against real mosquitto (TLS, client certs, ACLs), its embedded MQTT broker and PostgreSQL: attestation and MQTT attacks refused; the sphere device/group/errors CLI against it (tests/cloud-test.sh)"
   [attestd]="sphere-attestd on the host against a real swtpm: TPM commands, PCR-extend semantics, quotes, evidence, outbox (tests/attestd-test.sh)"
   [attest-qemu]="QEMU device with swtpm attests to sphere-cloud, gets a certificate, mTLS MQTT telemetry and an error report (tests/attest-e2e-test.sh)"
-  [update]="TUF update attacks refused with the device unchanged, resume after link loss and power cut, python-tuf interop (tests/update-attack-test.sh, tests/update-interop-test.sh)"
+  [update]="TUF update attacks refused with the device unchanged, resume after link loss and power cut, python-tuf interop, apps deferring an update within the bound (tests/update-attack-test.sh, tests/update-interop-test.sh, tests/update-deferral-test.sh)"
   [netd]="per-app network firewall in test namespaces: allowed names/IPs work, every bypass attempt is blocked (tests/netd-test.sh)"
   [m4]="the Cortex-M4 firmware under QEMU mps2-an386: inter-core echo, backpressure, deadlines (tests/m4-test.sh)"
   [intercore-qemu]="A7 and M4 QEMU machines linked: app-manager-brokered round trips, refusals, resync, deadlines under flood"
@@ -65,7 +65,7 @@ run_suite() {
     fuzz-smoke) scripts/fuzz.sh 15; local status=$?; rm -rf target/fuzz; return "$status" ;;
     escape) tests/escape-suite.sh ;;
     netd) tests/netd-test.sh ;;
-    update) tests/update-attack-test.sh && tests/update-interop-test.sh ;;
+    update) tests/update-attack-test.sh && tests/update-interop-test.sh && tests/update-deferral-test.sh ;;
     cloud) tests/cloud-test.sh ;;
     attestd) tests/attestd-test.sh ;;
     attest-qemu) tests/attest-e2e-test.sh ;;

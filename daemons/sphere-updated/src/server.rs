@@ -239,14 +239,17 @@ impl Service {
                 let until = p.deferred_until(t);
                 if until != last_until {
                     eprintln!("sphere-updated: release {} deferred until {until} (deadline {})", p.release, p.deadline);
-                    last_until = until;
+                    // Status shows the new state at once, not only at the next announcement.
+                    current.lock().await.state = if until > 0 { "deferred" } else { "pending" }.into();
                 }
                 if started.elapsed() >= ANSWER_WINDOW && p.may_proceed(now()) {
-                    if t >= p.deadline && until > 0 {
+                    // A deferral that was active until the deadline: the bound, not a resume, ends it.
+                    if last_until >= p.deadline {
                         eprintln!("sphere-updated: deferral bound reached for release {}: installing", p.release);
                     }
                     break;
                 }
+                last_until = until;
                 drop(guard);
                 tokio::time::sleep(ANNOUNCE_INTERVAL).await;
             }

@@ -7,9 +7,11 @@
 //! (`sphere-applibs`): one message there and its reply back, as Azure Sphere's inter-core
 //! samples do. `hello-sphere intercore-test` runs the longer exercise that
 //! tests/intercore-qemu-test.sh and scripts/bench-intercore.sh read from its output.
+//! `hello-sphere update-deferral` is the update-deferral example (`sysevent.rs`).
 //! Standard library and sphere-applibs only, so the binary stays small on a 16 MB-flash device.
 
 mod intercore;
+mod sysevent;
 
 use std::io::Write;
 use std::path::Path;
@@ -24,6 +26,14 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("intercore-test") {
         intercore::exercise();
         return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("update-deferral") {
+        let args: Vec<String> = std::env::args().collect();
+        let resume_after = match args.get(2).map(String::as_str) {
+            Some("--resume-after") => args.get(3).and_then(|s| s.parse().ok()),
+            _ => None,
+        };
+        sysevent::run(resume_after);
     }
     if std::env::args().nth(1).as_deref() == Some("intercore-bench") {
         intercore::bench();
