@@ -727,6 +727,10 @@ fn raw_echo_bench_if_asked(config: &Config, link: &mut std::fs::File) {
         return;
     };
     let (count, size) = (count.clamp(1, 10_000), size.clamp(1, 1024));
+    // The other daemons are still starting (TCG runs them on the same emulated CPU): let them
+    // settle first, or the baselines would be timed on a busier guest than the framed echo
+    // that the app runs later, which flatters the framed figure.
+    std::thread::sleep(std::time::Duration::from_secs(8));
     // Both baselines: bytes echoed as they arrive, then whole messages echoed once complete.
     for (name, per_message) in [("raw-echo", false), ("raw-message-echo", true)] {
         match crate::intercore::raw_echo_bench(link, count, size, per_message) {
