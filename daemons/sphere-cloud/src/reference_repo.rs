@@ -157,10 +157,16 @@ pub async fn load_repo(config: &RepoConfig) -> Result<RepoSet, String> {
     let metadata = base.join("metadata/").map_err(|e| e.to_string())?;
     let targets = base.join("targets/").map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&config.datastore).map_err(|e| format!("{}: {e}", config.datastore.display()))?;
-    // The newest root verified before (rotations survive restarts); the configured one first.
-    let cached = config.datastore.join("root.json");
-    let root_path = if cached.exists() { cached } else { config.root.clone() };
-    let root = std::fs::read(&root_path).map_err(|e| format!("{}: {e}", root_path.display()))?;
+    // The newest root verified before (rotations survive restarts); the configured one first,
+    // or again if the remembered copy is unreadable (e.g. cut short by a crash while written):
+    // tough then walks the chain of roots from there once more.
+    let cached = std::fs::read(config.datastore.join("root.json"))
+        .ok()
+        .filter(|bytes| serde_json::from_slice::<serde_json::Value>(bytes).is_ok());
+    let root = match cached {
+        Some(bytes) => bytes,
+        None => std::fs::read(&config.root).map_err(|e| format!("{}: {e}", config.root.display()))?,
+    };
     let repo = tough::RepositoryLoader::new(&root, metadata, targets)
         .transport(RepoTransport { tls })
         .datastore(&config.datastore)

@@ -273,12 +273,15 @@ fn reference_values_from_the_update_repository() {
     let mut longer = tampered.clone();
     longer.extend_from_slice(b"\n\n");
     for (bytes, why) in [(&tampered, "hash mismatch"), (&longer, "maximum size")] {
+        let mut swapped = 0;
         for path in repo.published("targets", "reference-values.json") {
-            if path.to_string_lossy().contains("r3") {
+            if path.strip_prefix(&repo.web).is_ok_and(|p| p.to_string_lossy().contains("r3/")) {
                 assert_eq!(std::fs::read(&path).unwrap().len(), tampered.len(), "the swap keeps the length");
                 std::fs::write(&path, bytes).unwrap();
+                swapped += 1;
             }
         }
+        assert_eq!(swapped, 1, "exactly r3's published file is swapped");
         let line = cloud.hangup_and_wait("SIGHUP: reference repository refused");
         assert!(line.contains("keeping targets v") && line.contains("r3/reference-values.json"), "{line}");
         assert!(line.to_lowercase().contains(why), "refused, but not for {why:?}: {line}");
@@ -327,6 +330,11 @@ fn reference_values_from_the_update_repository() {
     // Periodic refresh: a new server refreshing every second picks up r4 without a signal.
     repo.sphere(&["update", "repo", "set-expiry", s(&repo.dir), "timestamp", "1d", "--keys", s(&repo.keys)]);
     repo.publish();
+    // The remembered root cut short (a crash while tough wrote it) must not lock the cloud out:
+    // it starts again from the configured root.
+    let remembered = work.join("cloud/reference-tuf/root.json");
+    assert!(remembered.exists(), "tough keeps the newest verified root in DATA/reference-tuf");
+    std::fs::write(&remembered, b"{\"signed\": {\"_type\": \"ro").unwrap();
     let cloud = Cloud::start(work, &repo, 1, "serve-2");
     cloud.wait_for_log("start-up: reference values loaded from", 1, Duration::from_secs(5));
     let fourth = with_daemon("sphere-fourthd");
