@@ -8,11 +8,22 @@
 # once mosquitto is up it connects over mutual TLS, delivers the queued report (the operator API
 # returns it, the outbox is empty) and its telemetry reaches the cloud; SIGTERM stops it cleanly.
 #
-# Usage (as root): tests/attestd-host.sh [--keep]. Last line: "attestd-host: N passed, M failed".
+# With --embedded-broker the broker is sphere-cloud's own (its default, no mosquitto): "broker
+# down" is sphere-cloud serving with --no-mqtt, "broker up" is sphere-cloud restarted with its
+# embedded broker on the same data (suite `cloud` runs this variant).
+#
+# Usage (as root): tests/attestd-host.sh [--keep] [--embedded-broker].
+# Last line: "attestd-host: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-keep=0
-[[ ${1:-} == --keep ]] && keep=1
+keep=0 embedded=0
+for arg in "$@"; do
+  case $arg in
+    --keep) keep=1 ;;
+    --embedded-broker) embedded=1 ;;
+    *) echo "attestd-host: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
 passed=0 failed=0
 check() { # description, command...
   local what=$1; shift
@@ -82,13 +93,21 @@ PY
 openssl genpkey -algorithm ed25519 -out "$cloud/release.key" 2>/dev/null
 openssl pkey -in "$cloud/release.key" -pubout -out "$cloud/release.pub"
 "$cloud_bin" sign-reference-values "$work/reference-values.json" --key "$cloud/release.key" >/dev/null || fatal "sign"
-"$cloud_bin" mosquitto-config --data "$cloud" --port "$mqtt_port" >/dev/null || fatal "mosquitto-config"
-sed -i "s/^listener $mqtt_port\$/listener $mqtt_port 127.0.0.1/" "$cloud/mosquitto.conf"
-printf 'user root\nlog_dest file %s\npersistence false\n' "$cloud/mosquitto.log" >>"$cloud/mosquitto.conf"
-"$cloud_bin" serve --data "$cloud" --listen "127.0.0.1:$cloud_port" --mqtt-broker "127.0.0.1:$mqtt_port" \
-  --reference-values "$work/reference-values.json" --reference-key "$cloud/release.pub" 2>"$work/cloud.log" &
-pids+=($!)
-wait_port "$cloud_port" || fatal "sphere-cloud did not start"
+serve() { # MQTT arguments of `sphere-cloud serve`
+  "$cloud_bin" serve --data "$cloud" --listen "127.0.0.1:$cloud_port" "$@" \
+    --reference-values "$work/reference-values.json" --reference-key "$cloud/release.pub" 2>>"$work/cloud.log" &
+  cloud_pid=$!
+  pids+=($cloud_pid)
+  wait_port "$cloud_port" || fatal "sphere-cloud did not start"
+}
+if ((embedded)); then
+  serve --no-mqtt
+else
+  "$cloud_bin" mosquitto-config --data "$cloud" --port "$mqtt_port" >/dev/null || fatal "mosquitto-config"
+  sed -i "s/^listener $mqtt_port\$/listener $mqtt_port 127.0.0.1/" "$cloud/mosquitto.conf"
+  printf 'user root\nlog_dest file %s\npersistence false\n' "$cloud/mosquitto.log" >>"$cloud/mosquitto.conf"
+  serve --mqtt-broker "127.0.0.1:$mqtt_port"
+fi
 operator() { # METHOD PATH [JSON]
   local args=(-sS --fail-with-body --cacert "$cloud/ca.crt" -H 'Content-Type: application/json' -X "$1"
     -H "Authorization: Bearer $(tr -d '\n' <"$cloud/operator.token")")
@@ -117,9 +136,15 @@ check "certificate stored" test -s "$work/state/device.crt"
 sleep 2
 check "broker down: the report is still queued" test "$(ls "$work/state/outbox" | grep -c '\.msg$')" -eq 1
 
-mosquitto -c "$cloud/mosquitto.conf" >/dev/null 2>&1 &
-pids+=($!)
-wait_port "$mqtt_port" || fatal "mosquitto did not start"
+if ((embedded)); then
+  kill "$cloud_pid"; wait "$cloud_pid" 2>/dev/null
+  serve --mqtt-listen "127.0.0.1:$mqtt_port"
+  wait_port "$mqtt_port" || fatal "the embedded broker did not start"
+else
+  mosquitto -c "$cloud/mosquitto.conf" >/dev/null 2>&1 &
+  pids+=($!)
+  wait_port "$mqtt_port" || fatal "mosquitto did not start"
+fi
 errors_ok() { operator GET "/v1/errors?device=$device_id" | grep -q 'signal 11 (offline)'; }
 for _ in $(seq 60); do errors_ok && break; sleep 0.5; done
 check "connected over mutual TLS" grep -q "mqtt connected to 127.0.0.1:$mqtt_port as $device_id" "$work/attestd.out"

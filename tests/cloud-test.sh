@@ -17,14 +17,19 @@
 #   without its key and expired metadata are refused with the last good set kept, and a
 #   measurement in no release is refused;
 # - the operator's `sphere device|group|errors` commands, the real `sphere` binary against a
-#   running sphere-cloud and mosquitto (tests/cloud-cli-test.sh).
+#   running sphere-cloud and mosquitto (tests/cloud-cli-test.sh);
+# - the real device daemon, sphere-attestd with swtpm as its TPM, against sphere-cloud's
+#   embedded broker: attests, gets a certificate, delivers an error report it queued while MQTT
+#   was down and its telemetry (tests/attestd-host.sh --embedded-broker; suite `attestd` runs
+#   the same against mosquitto).
 #
 # Takes about 1.5 minutes once built (the expired-nonce and expired-certificate cases wait out
-# deliberately short lifetimes, once per broker; the CLI part about 10 s).
+# deliberately short lifetimes, once per broker; the CLI part about 10 s, sphere-attestd 30 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-host-deps.sh cloud
+scripts/install-host-deps.sh cloud attest
 # The `sphere` CLI makes the TUF repository for tests/reference_repo.rs (found next to sphere-cloud).
 cargo build --locked -p sphere-cloud -p sphere-cli
 cargo test --locked -p sphere-attestation -p sphere-cloud -- --include-ignored --nocapture 2>&1
 tests/cloud-cli-test.sh
+tests/attestd-host.sh --embedded-broker
