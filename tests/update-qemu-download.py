@@ -69,7 +69,9 @@ class Run:
                     self.resumed = (m.group(1), int(m.group(2)))
                 elif m := INSTALLED.search(line):
                     self.installed = m.group(1)
-                elif "[updated-test] sphere-updated: reboot requested" in line:
+                elif "[updated-test] sphere-updated: reboot requested" in line \
+                        or "milestone shutdown-start action=reboot by=control-socket" in line:
+                    # Init may stop the service before its own line reaches the console.
                     self.reboot = True
                 elif m := ERROR.search(line):
                     self.error = m.group(1).strip()
