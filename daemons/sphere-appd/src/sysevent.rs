@@ -18,6 +18,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use uuid::Uuid;
 
+/// Registrations kept per app: an app that registers again and again (a bug, or an attempt to
+/// exhaust the app manager's file descriptors) loses its oldest registration instead.
+pub const MAX_REGISTRATIONS_PER_APP: usize = 4;
+
 /// One registration: the app, the events it wants, our end of its event socket.
 struct Subscriber {
     app: Uuid,
@@ -89,6 +93,11 @@ impl SystemEvents {
         for info in inner.current.values() {
             if mask & info.event.bit() != 0 && matches!(info.status, Status::Pending | Status::Deferred) {
                 send(&ours, info);
+            }
+        }
+        if inner.subscribers.iter().filter(|s| s.app == app).count() >= MAX_REGISTRATIONS_PER_APP {
+            if let Some(oldest) = inner.subscribers.iter().position(|s| s.app == app) {
+                inner.subscribers.remove(oldest);
             }
         }
         inner.subscribers.push(Subscriber { app, mask, socket: ours });
@@ -215,6 +224,17 @@ mod tests {
         assert!(hub.announce(ready(Status::Pending, "r2", 0), 1001).is_empty());
         assert!(hub.register(APP1, 0).is_err());
         assert!(hub.register(APP1, 8).is_err());
+    }
+
+    #[test]
+    fn an_app_keeps_a_bounded_number_of_registrations() {
+        let hub = SystemEvents::default();
+        let first = UnixDatagram::from(hub.register(APP1, 1).expect("register"));
+        let _rest: Vec<_> =
+            (1..MAX_REGISTRATIONS_PER_APP + 2).map(|_| hub.register(APP1, 1).expect("register")).collect();
+        assert_eq!(lock(&hub.inner).subscribers.len(), MAX_REGISTRATIONS_PER_APP);
+        // The oldest registration was closed: its reader sees the end.
+        assert_eq!(first.recv(&mut [0u8; 16]).expect("eof"), 0);
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Service {
     async fn install(&self, release: &str) -> zbus::fdo::Result<()> {
         {
             let current = self.current.lock().await;
-            if current.state == "downloading" || current.state == "pending" {
+            if matches!(current.state.as_str(), "downloading" | "pending" | "deferred") {
                 return Err(zbus::fdo::Error::Failed("an update is already in progress".into()));
             }
         }
