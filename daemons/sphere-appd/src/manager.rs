@@ -797,3 +797,109 @@ fn add_violations(
     entry.last_seen = now;
     entry.detail = detail;
 }
+
+#[cfg(test)]
+mod sysevent_tests {
+    use super::*;
+    use sphere_app_format::keys::SigningKeyPair;
+    use sphere_app_format::package::{Limits, build_package};
+    use sphere_applibs::sysevent::{Event, EventInfo, Status, UpdateType};
+    use std::path::Path;
+
+    const NONE: Uuid = Uuid::from_u128(0x5b0d7c1e_2a4f_4e8b_9c3d_1f2e3a4b5c70);
+    const NOTIFY: Uuid = Uuid::from_u128(0x5b0d7c1e_2a4f_4e8b_9c3d_1f2e3a4b5c71);
+    const BOTH: Uuid = Uuid::from_u128(0x5b0d7c1e_2a4f_4e8b_9c3d_1f2e3a4b5c72);
+
+    fn package(dir: &Path, key: &SigningKeyPair, id: Uuid, capabilities: &str) -> PathBuf {
+        let app = dir.join(id.to_string());
+        std::fs::create_dir_all(app.join("bin")).expect("mkdir");
+        std::fs::write(app.join("bin/app"), b"not run in this test").expect("app");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(app.join("bin/app"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let manifest = format!(
+            r#"{{"SchemaVersion":1,"Name":"app-{id}","ComponentId":"{id}","EntryPoint":"/bin/app","Capabilities":{capabilities}}}"#
+        );
+        std::fs::write(app.join("app_manifest.json"), manifest).expect("manifest");
+        let out = dir.join(format!("{id}.sphpkg"));
+        build_package(&app, key, &out, &Limits::default()).expect("package");
+        out
+    }
+
+    #[test]
+    fn system_event_requests_need_the_manifest_capabilities() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let config = Config {
+            store_dir: root.join("store"),
+            storage_dir: root.join("storage"),
+            trusted_keys_dir: root.join("keys"),
+            development_keys_dir: root.join("dev-keys"),
+            development_mode_flag: root.join("devmode"),
+            inbox_dir: root.join("inbox"),
+            runtime_dir: root.join("run"),
+            cgroup_parent: root.join("cgroup"),
+            dev_port: None,
+            intercore_port: None,
+            intercore_device: None,
+            ..Config::default()
+        };
+        let manager = Manager::open(config).expect("open");
+        let key = SigningKeyPair::generate();
+        let mut trust = DeviceTrust::default();
+        trust.release.add(key.public_key());
+        for (id, capabilities) in [
+            (NONE, "{}"),
+            (NOTIFY, r#"{"SystemEventNotifications":true}"#),
+            (BOTH, r#"{"SystemEventNotifications":true,"SoftwareUpdateDeferral":true}"#),
+        ] {
+            let file = std::fs::File::open(package(root, &key, id, capabilities)).expect("open package");
+            lock(&manager.store).install(file, &trust, None).expect("install");
+        }
+        let register = format!("{}{}", sphere_applibs::wire::SYSEVENT_REGISTER, Event::UpdateReadyForInstall.bit());
+        let defer = format!("{}update-ready-for-install 864000", sphere_applibs::wire::SYSEVENT_DEFER);
+        let resume = format!("{}update-ready-for-install", sphere_applibs::wire::SYSEVENT_RESUME);
+
+        // No SystemEventNotifications: not even registering.
+        let (reply, fd) = manager.sysevent_request(NONE, &register);
+        assert!(reply.starts_with("refused ") && reply.contains("SystemEventNotifications"), "{reply}");
+        assert!(fd.is_none());
+        let (reply, fd) = manager.sysevent_request(NOTIFY, &register);
+        assert_eq!((reply.as_str(), fd.is_some()), ("ok", true));
+
+        let now = unix_now();
+        let deadline = now + 86_400;
+        manager.announce_system_event(EventInfo {
+            event: Event::UpdateReadyForInstall,
+            status: Status::Pending,
+            update_type: Some(UpdateType::System),
+            release: "r2".into(),
+            deferred_until: 0,
+            deadline,
+        });
+        // SystemEventNotifications alone: defer and resume are refused and counted.
+        for request in [&defer, &resume] {
+            let (reply, _) = manager.sysevent_request(NOTIFY, request);
+            assert!(reply.starts_with("refused ") && reply.contains("SoftwareUpdateDeferral"), "{reply}");
+        }
+        let refused = manager.violations(NOTIFY);
+        assert_eq!(refused.iter().find(|v| v.kind == "sysevent-refused").map(|v| v.count), Some(2), "{refused:?}");
+        // Both capabilities: ten days asked, the deadline granted, reported to the updater.
+        let (reply, _) = manager.sysevent_request(BOTH, &defer);
+        assert_eq!(reply, format!("ok {deadline}"));
+        let pending = EventInfo {
+            event: Event::UpdateReadyForInstall,
+            status: Status::Deferred,
+            update_type: Some(UpdateType::System),
+            release: "r2".into(),
+            deferred_until: deadline,
+            deadline,
+        };
+        assert_eq!(manager.announce_system_event(pending.clone()), vec![(BOTH, deadline)]);
+        assert_eq!(manager.sysevent_request(BOTH, &resume).0, "ok");
+        assert!(manager.announce_system_event(pending).is_empty());
+        // Malformed requests are errors, not refusals.
+        let (reply, _) = manager.sysevent_request(BOTH, "sysevent-defer soon");
+        assert!(reply.starts_with("error "), "{reply}");
+        assert!(manager.sysevent_request(BOTH, "sysevent-register x").0.starts_with("error "));
+    }
+}
