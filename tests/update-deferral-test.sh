@@ -171,6 +171,11 @@ wait_for 3 deferred
 state=$(state_of a)
 if [[ $state == deferred && $(sha256sum "$W/a/slot-b" 2>/dev/null || echo none) == "$slot_b_before" ]]; then
   ok "while deferred the install waits (state $state, slot B untouched)"
+  if "$SPHERE" update status --socket "$W/a/updated.sock" 2>/dev/null | grep -q "update: deferred until [0-9]"; then
+    ok "sphere update status shows the deferral"
+  else
+    bad "sphere update status: $("$SPHERE" update status --socket "$W/a/updated.sock" 2>&1)"
+  fi
 else
   bad "the install did not wait: state '$state'"
 fi

@@ -449,6 +449,10 @@ fn print_status(s: &UpdateStatus, output: &Output) {
             "OS version {} on slot {} ({}); M4 firmware {}; update: {}",
             s.os_version, s.booted_slot, s.boot_state, s.m4_version, s.state
         );
+        if s.deferred_until > 0 {
+            // Apps deferred the pending update (bounded; see docs/update-deferral.md).
+            text.push_str(&format!(" until {} (Unix time, deferred by apps)", s.deferred_until));
+        }
         if s.total_bytes > 0 {
             text.push_str(&format!(" {} {}/{} bytes", s.target, s.done_bytes, s.total_bytes));
         }
