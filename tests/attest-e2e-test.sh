@@ -33,13 +33,8 @@ while (($#)); do
   esac
   shift
 done
-passed=0 failed=0
-check() { # description, command...
-  local what=$1; shift
-  if "$@"; then echo "ok   - $what"; passed=$((passed + 1)); else echo "FAIL - $what"; failed=$((failed + 1)); fi
-}
-finish() { echo "attest-qemu: $passed passed, $failed failed"; exit $((failed > 0 ? 1 : 0)); }
-fatal() { echo "attest-e2e-test: $*" >&2; failed=$((failed + 1)); finish; }
+suite=attest-qemu
+. tests/check.sh
 [[ $(id -u) -eq 0 ]] || fatal "must run as root"
 
 scripts/install-host-deps.sh attest cloud >&2 || fatal "host packages"

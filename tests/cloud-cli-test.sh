@@ -20,13 +20,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 keep=0
 [[ ${1:-} == --keep ]] && keep=1
-passed=0 failed=0
-check() { # description, command...
-  local what=$1; shift
-  if "$@"; then echo "ok   - $what"; passed=$((passed + 1)); else echo "FAIL - $what"; failed=$((failed + 1)); fi
-}
-finish() { echo "cloud-cli: $passed passed, $failed failed"; exit $((failed > 0 ? 1 : 0)); }
-fatal() { echo "cloud-cli-test: $*" >&2; failed=$((failed + 1)); finish; }
+suite=cloud-cli
+. tests/check.sh
 
 scripts/install-host-deps.sh cloud >&2 || fatal "host packages (mosquitto, mosquitto-clients)"
 cargo build -q --locked -p sphere-cloud -p sphere-cli || fatal "build failed"

@@ -10,13 +10,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 keep=0
 [[ ${1:-} == --keep ]] && keep=1
-passed=0 failed=0
-check() { # description, command...
-  local what=$1; shift
-  if "$@"; then echo "ok   - $what"; passed=$((passed + 1)); else echo "FAIL - $what"; failed=$((failed + 1)); fi
-}
-finish() { echo "device-cli: $passed passed, $failed failed"; exit $((failed > 0 ? 1 : 0)); }
-[[ $(id -u) -eq 0 ]] || { echo "device-cli-test: must run as root" >&2; failed=1; finish; }
+suite=device-cli
+. tests/check.sh
+[[ $(id -u) -eq 0 ]] || fatal "must run as root"
 
 cache=${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}
 work=$(mktemp -d /tmp/device-cli.XXXXXX)
@@ -28,10 +24,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-image=$(scripts/build-image.sh | tail -n 1) || { failed=1; finish; }
-cargo build -q --locked -p sphere-cli || { failed=1; finish; }
+image=$(scripts/build-image.sh | tail -n 1) || fatal "setup failed (see above)"
+cargo build -q --locked -p sphere-cli || fatal "setup failed (see above)"
 sphere=$PWD/target/debug/sphere
-bin=$(scripts/cross-build.sh --release -p hello-sphere --print-dir | tail -n 1) || { failed=1; finish; }
+bin=$(scripts/cross-build.sh --release -p hello-sphere --print-dir | tail -n 1) || fatal "setup failed (see above)"
 
 # A fresh data disk with development mode switched on (the local admin action).
 truncate -s 64M "$work/data.ext4"
@@ -48,7 +44,7 @@ cat >"$work/app/app_manifest.json" <<JSON
 {"SchemaVersion": 1, "Name": "hello-device-cli", "ComponentId": "$id", "EntryPoint": "/bin/app",
  "Capabilities": {"Gpio": [6]}}
 JSON
-"$sphere" app package "$work/app" -o "$work/app.sphpkg" --key "$cache/keys/dev-signing.key.pem" >/dev/null || { failed=1; finish; }
+"$sphere" app package "$work/app" -o "$work/app.sphpkg" --key "$cache/keys/dev-signing.key.pem" >/dev/null || fatal "setup failed (see above)"
 cp "$work/app.sphpkg" "$work/tampered.sphpkg"
 python3 - "$work/tampered.sphpkg" <<'PY'
 import sys

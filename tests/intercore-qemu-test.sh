@@ -27,17 +27,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 keep=0
 [[ ${1:-} == --keep ]] && keep=1
-passed=0 failed=0
-check() { # description, command...
-  local what=$1
-  shift
-  if "$@"; then echo "ok   - $what"; passed=$((passed + 1)); else echo "FAIL - $what"; failed=$((failed + 1)); fi
-}
-finish() {
-  echo "intercore-qemu: $passed passed, $failed failed"
-  exit $((failed > 0 ? 1 : 0))
-}
-[[ $(id -u) -eq 0 ]] || { echo "intercore-qemu-test: must run as root" >&2; failed=1; finish; }
+suite=intercore-qemu
+. tests/check.sh
+[[ $(id -u) -eq 0 ]] || fatal "must run as root"
 
 cache=${OPENSPHERE_CACHE:-$HOME/.cache/opensphere}
 work=$(mktemp -d /tmp/intercore-qemu.XXXXXX)
@@ -56,11 +48,11 @@ PROBE=7f0c2e5a-61d4-4b8e-9a3f-2c51d7e80b14
 STRANGER=5e7a11e2-0000-4000-8000-0000000000ba
 
 # --- Build (all cached after the first run) -----------------------------------------------------
-image=$(scripts/build-image.sh | tail -n 1) || { failed=1; finish; }
-cargo build -q --locked -p sphere-cli -p sphere-appd || { failed=1; finish; }
+image=$(scripts/build-image.sh | tail -n 1) || fatal "setup failed (see above)"
+cargo build -q --locked -p sphere-cli -p sphere-appd || fatal "setup failed (see above)"
 sphere=$PWD/target/debug/sphere
-bin=$(scripts/cross-build.sh --release -p hello-sphere --print-dir | tail -n 1) || { failed=1; finish; }
-elf=$(scripts/build-m4.sh --print-elf | tail -n 1) || { failed=1; finish; }
+bin=$(scripts/cross-build.sh --release -p hello-sphere --print-dir | tail -n 1) || fatal "setup failed (see above)"
+elf=$(scripts/build-m4.sh --print-elf | tail -n 1) || fatal "setup failed (see above)"
 key=$cache/keys/dev-signing.key.pem
 pub=$cache/keys/dev-signing.pub.pem
 
@@ -77,22 +69,22 @@ if [[ -n $strip ]]; then
   "$strip" --strip-all -o "$work/firmware.elf" "$elf" && firmware=$work/firmware.elf
 fi
 for app in echo sampler; do
-  package "rt-$app" "$(cat "daemons/sphere-rt-m4/apps/$app/app_manifest.json")" "$firmware" || { failed=1; finish; }
+  package "rt-$app" "$(cat "daemons/sphere-rt-m4/apps/$app/app_manifest.json")" "$firmware" || fatal "setup failed (see above)"
 done
 package hello-probe "{\"SchemaVersion\": 1, \"Name\": \"hello-probe\", \"ComponentId\": \"$PROBE\",
   \"EntryPoint\": \"/bin/app\", \"CmdArgs\": [\"intercore-test\", \"50\", \"64\", \"5\"],
   \"Capabilities\": {\"AllowedApplicationConnections\": [\"$ECHO\"]}, \"ApplicationType\": \"Default\"}" \
-  "$bin/hello-sphere" || { failed=1; finish; }
+  "$bin/hello-sphere" || fatal "setup failed (see above)"
 package stranger "{\"SchemaVersion\": 1, \"Name\": \"stranger\", \"ComponentId\": \"$STRANGER\",
   \"EntryPoint\": \"/bin/app\", \"CmdArgs\": [\"intercore-test\"],
   \"Capabilities\": {\"AllowedApplicationConnections\": [\"$ECHO\"]}, \"ApplicationType\": \"Default\"}" \
-  "$bin/hello-sphere" || { failed=1; finish; }
+  "$bin/hello-sphere" || fatal "setup failed (see above)"
 
 # A fresh data disk, development mode on, the four apps installed by the device's store code.
 truncate -s 64M "$work/data.ext4"
 mkfs.ext4 -q -F -L sphere-data "$work/data.ext4"
 mkdir -p "$work/mnt"
-mount -o loop "$work/data.ext4" "$work/mnt" || { failed=1; finish; }
+mount -o loop "$work/data.ext4" "$work/mnt" || fatal "setup failed (see above)"
 mkdir -p "$work/mnt/sphere" && touch "$work/mnt/sphere/development-mode"
 for app in rt-echo rt-sampler hello-probe stranger; do
   target/debug/sphere-appd install --store "$work/mnt/sphere/apps" --dev-trust "$pub" --development-mode \
@@ -101,7 +93,7 @@ done
 umount "$work/mnt"
 
 # --- The M4: boot the firmware from the verified real-time package ----------------------------
-"$sphere" app verify "$work/rt-echo.sphpkg" --trust "$pub" >/dev/null || { failed=1; finish; }
+"$sphere" app verify "$work/rt-echo.sphpkg" --trust "$pub" >/dev/null || fatal "setup failed (see above)"
 tar -xOf "$work/rt-echo.sphpkg" bin/app >"$work/m4.elf"
 check "the M4 boots the firmware extracted from the verified rt-echo package" cmp -s "$work/m4.elf" "$firmware"
 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic -monitor none \
