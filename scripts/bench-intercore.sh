@@ -62,7 +62,7 @@ image=$(scripts/build-image.sh | tail -n 1)
 cargo build -q --locked -p sphere-cli -p sphere-appd
 sphere=$PWD/target/debug/sphere
 bin=$(scripts/cross-build.sh --release -p hello-sphere --print-dir | tail -n 1)
-elf=$(scripts/build-m4.sh --print-elf | tail -n 1)
+elf=$(scripts/build-m4.sh --print-stripped | tail -n 1)
 key=$cache/keys/dev-signing.key.pem
 pub=$cache/keys/dev-signing.pub.pem
 
@@ -77,8 +77,7 @@ ram_region=$(awk -F'LENGTH *= *' '/RAM/ && /LENGTH/ {print $2}' daemons/sphere-r
 
 mkdir -p "$work/rt-echo/bin" "$work/bench/bin" "$work/mnt"
 cp daemons/sphere-rt-m4/apps/echo/app_manifest.json "$work/rt-echo/"
-strip=$(command -v llvm-strip-19 || command -v llvm-strip || command -v arm-none-eabi-strip || true)
-if [[ -n $strip ]]; then "$strip" --strip-all -o "$work/rt-echo/bin/app" "$elf"; else cp "$elf" "$work/rt-echo/bin/app"; fi
+cp "$elf" "$work/rt-echo/bin/app"
 "$sphere" app package "$work/rt-echo" -o "$work/rt-echo.sphpkg" --key "$key" >/dev/null
 install -m 0755 "$bin/hello-sphere" "$work/bench/bin/app"
 cat >"$work/bench/app_manifest.json" <<JSON

@@ -6,19 +6,23 @@
 # -Zbuild-std=core, from Debian's rust-web-src) and linked by LLVM 19's ld.lld with
 # cortex-m-rt's link.x; memory.x holds the firmware to 96 KiB of code and 32 KiB of RAM.
 #
-# Usage: scripts/build-m4.sh [--print-elf] [--size]
-#   --print-elf  print the firmware's path as the last line
-#   --size       print the size of .text, .rodata, .data and .bss
+# Usage: scripts/build-m4.sh [--print-elf | --print-stripped] [--size]
+#   --print-elf       print the firmware's path as the last line
+#   --print-stripped  print the path of a copy without symbols or debug info (what app
+#                     packages carry) as the last line
+#   --size            print the size of .text, .rodata, .data and .bss
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 print_elf=0
+print_stripped=0
 size=0
 while (($#)); do
   case "$1" in
     --print-elf) print_elf=1 ;;
+    --print-stripped) print_stripped=1 ;;
     --size) size=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "build-m4: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -43,4 +47,10 @@ if ((size)); then
 fi
 echo "build-m4: ok" >&2
 ((print_elf)) && echo "$elf"
+if ((print_stripped)); then
+  stripped=$elf.stripped
+  strip=$(command -v llvm-strip-19 || command -v llvm-strip || command -v arm-none-eabi-strip || true)
+  if [[ -n $strip ]]; then "$strip" --strip-all -o "$stripped" "$elf"; else cp "$elf" "$stripped"; fi
+  echo "$stripped"
+fi
 exit 0

@@ -47,7 +47,7 @@ step "cross-building hello-sphere for armv7 with rustc 1.85 (a few minutes the f
 device_bin=$(scripts/cross-build.sh --release -p hello-sphere --print-dir | tail -n 1)
 
 step "building the Cortex-M4 real-time firmware (echo and sampler apps) with rustc 1.85"
-firmware=$(scripts/build-m4.sh --print-elf --size | tail -n 1)
+firmware_stripped=$(scripts/build-m4.sh --print-stripped --size | tail -n 1)
 
 step "development signing key (the one the test image trusts in development mode)"
 mkdir -p "$keys" "$out"
@@ -73,11 +73,10 @@ install -m 0755 "$device_bin/hello-sphere" "$app/bin/app"
 "$sphere" app package "$app" -o "$out/hello-sphere.sphpkg" --key "$keys/dev-signing.key.pem" "${hardware[@]}"
 
 step "packaging the real-time apps (RealTimeCapable; the M4 firmware is their entry point)"
-strip=$(command -v llvm-strip-19 || command -v llvm-strip || command -v arm-none-eabi-strip || true)
 for rt in echo sampler; do
   mkdir -p "$app/rt-$rt/bin"
   cp "daemons/sphere-rt-m4/apps/$rt/app_manifest.json" "$app/rt-$rt/"
-  if [[ -n $strip ]]; then "$strip" --strip-all -o "$app/rt-$rt/bin/app" "$firmware"; else cp "$firmware" "$app/rt-$rt/bin/app"; fi
+  cp "$firmware_stripped" "$app/rt-$rt/bin/app"
   "$sphere" app package "$app/rt-$rt" -o "$out/rt-$rt.sphpkg" --key "$keys/dev-signing.key.pem"
 done
 

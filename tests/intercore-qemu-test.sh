@@ -52,7 +52,7 @@ image=$(scripts/build-image.sh | tail -n 1) || fatal "setup failed (see above)"
 cargo build -q --locked -p sphere-cli -p sphere-appd || fatal "setup failed (see above)"
 sphere=$PWD/target/debug/sphere
 bin=$(scripts/cross-build.sh --release -p hello-sphere --print-dir | tail -n 1) || fatal "setup failed (see above)"
-elf=$(scripts/build-m4.sh --print-elf | tail -n 1) || fatal "setup failed (see above)"
+firmware=$(scripts/build-m4.sh --print-stripped | tail -n 1) || fatal "setup failed (see above)"
 key=$cache/keys/dev-signing.key.pem
 pub=$cache/keys/dev-signing.pub.pem
 
@@ -63,11 +63,6 @@ package() { # NAME MANIFEST_JSON BINARY
   install -m 0755 "$3" "$work/$1/bin/app"
   "$sphere" app package "$work/$1" -o "$work/$1.sphpkg" --key "$key" >/dev/null
 }
-strip=$(command -v llvm-strip-19 || command -v llvm-strip || command -v arm-none-eabi-strip || true)
-firmware=$elf
-if [[ -n $strip ]]; then
-  "$strip" --strip-all -o "$work/firmware.elf" "$elf" && firmware=$work/firmware.elf
-fi
 for app in echo sampler; do
   package "rt-$app" "$(cat "daemons/sphere-rt-m4/apps/$app/app_manifest.json")" "$firmware" || fatal "setup failed (see above)"
 done
