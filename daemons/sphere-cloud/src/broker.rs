@@ -41,9 +41,11 @@ use tokio::sync::mpsc;
 pub const SERVICE_CN: &str = "sphere-cloud";
 /// Largest packet accepted or sent (the same limit the bridge client uses).
 pub const MAX_PACKET: usize = 256 * 1024;
-/// Messages queued for one subscriber before further ones are dropped for it (a slow or stuck
-/// client must not make the broker's memory grow without bound).
+/// Messages queued for one subscriber. When it is full the publisher waits (back-pressure over
+/// TCP, as for a slow network) up to [`SLOW_SUBSCRIBER`]; after that the message is dropped for
+/// that subscriber, so a stuck client cannot make the broker's memory grow or stall others.
 const QUEUE: usize = 1024;
+const SLOW_SUBSCRIBER: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `crl.pem` is checked for changes, to close sessions whose certificate was revoked.
 pub const CRL_POLL: Duration = Duration::from_secs(2);
@@ -226,9 +228,43 @@ impl Broker {
         }
     }
 
-    /// Deliver `publish` (already allowed by the ACL) to every matching subscription and keep
-    /// it if retained (an empty retained payload deletes the retained message, as MQTT says).
-    fn route(&self, publish: &Publish) {
+    /// Deliver `publish` (already allowed by the ACL) from session `from` to every matching
+    /// subscription, waiting for a full subscriber queue up to [`SLOW_SUBSCRIBER`] (never for
+    /// `from`'s own queue: that session is the one that would drain it).
+    async fn route(&self, publish: &Publish, from: Option<u64>) {
+        for (id, tx, out) in self.targets(publish) {
+            let result = if Some(id) == from {
+                tx.try_send(Outgoing::Publish(out)).map_err(|_| ())
+            } else {
+                match tokio::time::timeout(SLOW_SUBSCRIBER, tx.send(Outgoing::Publish(out))).await {
+                    Ok(_) => Ok(()), // sent, or the session just ended
+                    Err(_) => Err(()),
+                }
+            };
+            if result.is_err() {
+                eprintln!(
+                    "sphere-cloud: mqtt broker: session {id} is not reading; a message on {} dropped for it",
+                    publish.topic
+                );
+            }
+        }
+    }
+
+    /// [`Self::route`] without waiting (sphere-cloud's own, rare, publications from sync code).
+    fn route_now(&self, publish: &Publish) {
+        for (id, tx, out) in self.targets(publish) {
+            if tx.try_send(Outgoing::Publish(out)).is_err() {
+                eprintln!(
+                    "sphere-cloud: mqtt broker: session {id} is not reading; a message on {} dropped for it",
+                    publish.topic
+                );
+            }
+        }
+    }
+
+    /// Keep `publish` if retained (an empty retained payload deletes the retained message, as
+    /// MQTT says) and return who gets which copy of it.
+    fn targets(&self, publish: &Publish) -> Vec<(u64, mpsc::Sender<Outgoing>, Publish)> {
         let mut state = self.lock();
         if publish.retain {
             if publish.payload.is_empty() {
@@ -239,6 +275,7 @@ impl Broker {
         }
         let device = device_of(&publish.topic).and_then(|d| state.by_device.get(d));
         let candidates = state.services.iter().chain(device.into_iter().flatten());
+        let mut targets = Vec::new();
         for id in candidates {
             let Some(session) = state.sessions.get(id) else { continue };
             let granted = session
@@ -251,13 +288,9 @@ impl Broker {
             let mut out =
                 Publish::from_bytes(publish.topic.clone(), min_qos(publish.qos, granted), publish.payload.clone());
             out.retain = false;
-            if session.tx.try_send(Outgoing::Publish(out)).is_err() {
-                eprintln!(
-                    "sphere-cloud: mqtt broker: {} is not reading; a message on {} dropped for it",
-                    session.identity, publish.topic
-                );
-            }
+            targets.push((*id, session.tx.clone(), out));
         }
+        targets
     }
 
     /// Add `filters` to session `id`; returns the retained messages they match.
@@ -318,7 +351,7 @@ impl Broker {
         }
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload);
         publish.retain = retain;
-        self.route(&publish);
+        self.route_now(&publish);
         Ok(())
     }
 
@@ -395,7 +428,7 @@ impl Broker {
                 {
                     let mut publish = Publish::from_bytes(will.topic.clone(), will.qos, will.message.clone());
                     publish.retain = will.retain;
-                    self.route(&publish);
+                    self.route(&publish, Some(session)).await;
                 }
                 Ok(())
             }
@@ -463,7 +496,7 @@ impl Broker {
                                     // PUBLISH) and dropped, never delivered or stored.
                                     eprintln!("sphere-cloud: mqtt broker: {identity} may not publish to {:?}: dropped", publish.topic);
                                 } else if !duplicate {
-                                    self.route(&publish);
+                                    self.route(&publish, Some(session)).await;
                                 }
                                 match publish.qos {
                                     QoS::AtMostOnce => {}
@@ -750,7 +783,7 @@ mod tests {
 
         let mut telemetry = Publish::new(topics::telemetry(B), QoS::ExactlyOnce, b"t".to_vec());
         telemetry.pkid = 9;
-        broker.route(&telemetry);
+        broker.route(&telemetry, None).await;
         let p = cloud.recv().await.unwrap();
         assert_eq!(p.topic, topics::telemetry(B));
         let Some(Outgoing::Publish(p)) = rx_b.recv().await else { panic!("B got nothing") };
@@ -773,6 +806,25 @@ mod tests {
             closed |= matches!(message, Outgoing::Close(_));
         }
         assert!(closed, "the old session was not told to close");
+        // A full subscriber queue makes the publisher wait instead of losing messages.
+        let (tx_c, mut rx_c) = mpsc::channel(1);
+        let c = broker.register(device("cccc"), "c".into(), vec![4], tx_c);
+        broker.subscribe(c, &[("sphere/devices/cccc/#".to_owned(), QoS::AtMostOnce)]);
+        let drain = tokio::spawn(async move {
+            let mut received = 0;
+            while received < 3 {
+                if let Some(Outgoing::Publish(_)) = rx_c.recv().await {
+                    received += 1;
+                }
+            }
+            received
+        });
+        let burst = Publish::new(topics::telemetry("cccc"), QoS::AtMostOnce, b"x".to_vec());
+        for _ in 0..3 {
+            broker.route(&burst, None).await;
+        }
+        assert_eq!(drain.await.unwrap(), 3, "messages lost to a full queue");
+
         // Revocation closes exactly the sessions with a listed serial.
         assert_eq!(broker.close_revoked(&HashSet::from([vec![2], vec![99]])), 1);
         assert!(matches!(rx_b.try_recv(), Ok(Outgoing::Close(_))), "B's session not closed on revocation");
