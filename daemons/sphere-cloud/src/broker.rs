@@ -176,9 +176,8 @@ impl Broker {
         state.next += 1;
         let id = state.next;
         let key = (identity.clone(), client_id.clone());
-        if let Some(old) = state.by_client.insert(key, id)
-            && let Some(session) = state.sessions.get(&old)
-        {
+        // (Nested, not a let chain: the workspace builds with rustc 1.85.)
+        if let Some(session) = state.by_client.insert(key, id).and_then(|old| state.sessions.get(&old)) {
             let _ = session.tx.try_send(Outgoing::Close("another connection took over the client id"));
         }
         match &identity {
@@ -422,10 +421,8 @@ impl Broker {
         let _ = writer.shutdown().await;
         match result {
             Ok(clean) => {
-                if !clean
-                    && let Some(will) = &connect.last_will
-                    && may_publish(&identity, &will.topic)
-                {
+                let will = connect.last_will.as_ref().filter(|will| !clean && may_publish(&identity, &will.topic));
+                if let Some(will) = will {
                     let mut publish = Publish::from_bytes(will.topic.clone(), will.qos, will.message.clone());
                     publish.retain = will.retain;
                     self.route(&publish, Some(session)).await;

@@ -278,10 +278,10 @@ async fn serve(
                 eprintln!("sphere-cloud: purging nonces: {e}");
             }
             minutes += 1;
-            if minutes % (24 * 60) == 0
-                && let Err(e) = housekeeping.write_crl().await
-            {
-                eprintln!("sphere-cloud: refreshing the CRL: {e}");
+            if minutes % (24 * 60) == 0 {
+                if let Err(e) = housekeeping.write_crl().await {
+                    eprintln!("sphere-cloud: refreshing the CRL: {e}");
+                }
             }
         }
     });
