@@ -34,6 +34,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.dont_write_bytecode = True  # no tests/__pycache__ in the checkout from loading update-qemu.py
 _spec = importlib.util.spec_from_file_location("update_qemu", os.path.join(HERE, "update-qemu.py"))
 uq = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(uq)
