@@ -333,10 +333,10 @@ impl Broker {
         let _ = self.subscribe(id, &granted);
         tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
-                if let Outgoing::Publish(p) = message
-                    && out_tx.send(p).await.is_err()
-                {
-                    break;
+                if let Outgoing::Publish(p) = message {
+                    if out_tx.send(p).await.is_err() {
+                        break;
+                    }
                 }
             }
         });
@@ -628,9 +628,7 @@ impl TlsSource {
         let path = self.data.join("crl.pem");
         let crl = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(current) = cached.as_ref()
-            && current.bytes == crl
-        {
+        if let Some(current) = cached.as_ref().filter(|current| current.bytes == crl) {
             return Ok((current.config.clone(), current.revoked.clone(), current.generation));
         }
         let crls = rustls_pemfile::crls(&mut crl.as_slice())

@@ -287,9 +287,7 @@ impl Sources {
             }),
             None => {}
         }
-        if let Some(old) = &self.last_repo
-            && old.valid_until <= now
-        {
+        if let Some(old) = self.last_repo.as_ref().filter(|old| old.valid_until <= now) {
             problems.push(format!(
                 "reference values from targets v{} dropped: their TUF metadata has expired and no newer \
                  metadata could be verified (attestations fail until the repository is reachable)",
@@ -355,9 +353,7 @@ pub async fn initial(
     }
     let mut sources = Sources::new(file, repo);
     let outcome = sources.refresh().await;
-    if let Some((path, _)) = &sources.file
-        && sources.last_file.is_none()
-    {
+    if let Some((path, _)) = sources.file.as_ref().filter(|_| sources.last_file.is_none()) {
         return Err(outcome.problems.first().cloned().unwrap_or_else(|| format!("{}: not loaded", path.display())));
     }
     report("start-up", &outcome);

@@ -89,9 +89,7 @@ pub fn appraise(claims: &EvidenceClaims, log: &EventLog, refs: &ReferenceValues,
             }
         }
     }
-    if let Some(csr) = csr_pem
-        && claims.csr_digest != Some(Digest::of(csr.as_bytes()))
-    {
+    if csr_pem.is_some_and(|csr| claims.csr_digest != Some(Digest::of(csr.as_bytes()))) {
         reasons.push("the CSR sent is not the one the evidence signed".to_owned());
     }
     Appraisal { reasons }
