@@ -47,6 +47,9 @@ cleanup() {
   [[ -n $qemu_group ]] && kill -- "-$qemu_group" 2>/dev/null
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   wait 2>/dev/null
+  # The console logger writes its milestones file as it exits; let the group end first, or
+  # it lands in the work dir after rm and leaves it behind.
+  for _ in $(seq 50); do [[ -n $qemu_group ]] && kill -0 -- "-$qemu_group" 2>/dev/null || break; sleep 0.1; done
   if ((keep)); then echo "attest-e2e-test: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
