@@ -24,13 +24,8 @@ for arg in "$@"; do
     *) echo "attestd-host: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
-passed=0 failed=0
-check() { # description, command...
-  local what=$1; shift
-  if "$@"; then echo "ok   - $what"; passed=$((passed + 1)); else echo "FAIL - $what"; failed=$((failed + 1)); fi
-}
-finish() { echo "attestd-host: $passed passed, $failed failed"; exit $((failed > 0 ? 1 : 0)); }
-fatal() { echo "attestd-host: $*" >&2; failed=$((failed + 1)); finish; }
+suite=attestd-host
+. tests/check.sh
 
 work=$(mktemp -d /tmp/attestd-host.XXXXXX)
 pids=()
