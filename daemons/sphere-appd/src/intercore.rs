@@ -506,15 +506,22 @@ mod tests {
         (broker, Core { link: b, decoder: Decoder::new() })
     }
 
-    #[test]
-    fn messages_round_trip_with_boundaries_and_credit() {
-        let (broker, mut core) = setup();
+    /// Connects APP to RT and reads the broker's RESET: the app's socket, the real-time side's
+    /// flow (started over by the RESET) and the RESET's payload (the channel assignment).
+    fn open(broker: &Arc<Broker>, core: &mut Core) -> (UnixDatagram, Flow, Vec<u8>) {
         let app = UnixDatagram::from(broker.connect(APP, RT).expect("connect"));
         app.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        let (reset, _) = core.next_frame();
+        let (reset, assignment) = core.next_frame();
         assert!(reset.flags.contains(sphere_intercore::Flags::RESET));
         let mut rt_flow = Flow::new(DEFAULT_WINDOW);
         rt_flow.on_receive(&reset);
+        (app, rt_flow, assignment)
+    }
+
+    #[test]
+    fn messages_round_trip_with_boundaries_and_credit() {
+        let (broker, mut core) = setup();
+        let (app, mut rt_flow, _) = open(&broker, &mut core);
         // Six messages: the window is four, so the broker waits for credit after four.
         for i in 0..6u8 {
             app.send(&[i; 3]).expect("send");
@@ -555,14 +562,9 @@ mod tests {
     #[test]
     fn ping_pong_goes_compact_with_credit_riding_on_data() {
         let (broker, mut core) = setup();
-        let app = UnixDatagram::from(broker.connect(APP, RT).expect("connect"));
-        app.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        let (reset, assignment) = core.next_frame();
-        assert!(reset.flags.contains(sphere_intercore::Flags::RESET));
+        let (app, mut rt_flow, assignment) = open(&broker, &mut core);
         let [channel] = assignment[..] else { panic!("the RESET assigns a channel: {assignment:?}") };
         assert_ne!(channel, 0);
-        let mut rt_flow = Flow::new(DEFAULT_WINDOW);
-        rt_flow.on_receive(&reset);
         let mut buf = [0u8; 64];
         for i in 0..40u8 {
             app.send(&[i; 8]).expect("send");

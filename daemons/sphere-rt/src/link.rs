@@ -34,7 +34,7 @@ impl Connection {
 
     /// Whether a received frame is for this connection: by channel for a compact frame, else by
     /// destination.
-    fn addressed_by(&mut self, header: &Header) -> bool {
+    fn addressed_by(&self, header: &Header) -> bool {
         if header.channel != 0 { self.channel == header.channel } else { self.local == header.dst }
     }
 }
